@@ -1,6 +1,7 @@
 //! Interop with boringtun (an independent WireGuard implementation): keys come from real
 //! handshakes (boringtun as responder, see `common::handshake`), packets cross in both
 //! directions and through the full decrypt → acl → route → encrypt pipeline.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 mod common;
 

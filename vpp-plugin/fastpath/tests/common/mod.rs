@@ -1,7 +1,7 @@
 //! Test helpers: a WireGuard Noise_IKpsk2 *initiator* written from the protocol description
 //! (so that session keys can be extracted honestly — boringtun keeps its own private), run
 //! against boringtun as the responder; table and packet builders.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test-only helpers: panics are test failures
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
