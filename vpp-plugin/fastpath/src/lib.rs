@@ -8,6 +8,7 @@
 
 pub mod abi;
 pub mod ffi;
+pub mod fuzzing;
 pub mod parse;
 pub mod replay;
 pub mod worker;

@@ -255,6 +255,9 @@ pub struct FiveTuple {
 #[inline]
 #[must_use]
 pub const fn prefix_mask(len: u32, bits: u32) -> u128 {
+    // Clamped so that a corrupt length in a mapped table cannot overflow the shift.
+    let bits = if bits > 128 { 128 } else { bits };
+    let len = if len > bits { bits } else { len };
     if len == 0 {
         0
     } else {
@@ -393,8 +396,9 @@ impl<'a> GenView<'a> {
             let key = addr & prefix_mask(lvl.prefix_len, bits);
             let base = lvl.first_entry as usize;
             let mut i = (hash_key(key) as u32) & lvl.mask;
-            loop {
-                let e = self.lpm_entries.get(base + i as usize)?;
+            // Bounded by the table size: a corrupt (full) table cannot hang a worker.
+            for _ in 0..=lvl.mask {
+                let e = self.lpm_entries.get(base.saturating_add(i as usize))?;
                 if e.used == 0 {
                     break;
                 }
@@ -438,16 +442,18 @@ impl<'a> GenView<'a> {
             let dst = t.dst & prefix_mask(u32::from(tp.dst_len), bits);
             let base = tp.first_bucket as usize;
             let mut i = (hash_pair(src, dst) as u32) & tp.mask;
-            let bucket = loop {
-                let b = self.acl_buckets.get(base + i as usize)?;
+            let mut bucket = None;
+            for _ in 0..=tp.mask {
+                let b = self.acl_buckets.get(base.saturating_add(i as usize))?;
                 if b.n_rules == 0 {
-                    break None;
+                    break;
                 }
                 if join(b.src) == src && join(b.dst) == dst {
-                    break Some(b);
+                    bucket = Some(b);
+                    break;
                 }
                 i = (i + 1) & tp.mask;
-            };
+            }
             let Some(b) = bucket else { continue };
             let f = b.first_rule as usize;
             let rules = self.acl_rules.get(f..f + b.n_rules as usize)?;

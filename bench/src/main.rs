@@ -1,0 +1,30 @@
+//! cvlan-bench: reproducible benchmarks for CloudVLAN — each subcommand measures one part
+//! against a baseline run in the same process and prints ratios.
+
+use clap::{Parser, Subcommand};
+
+mod fastpath;
+mod ipam;
+
+#[derive(Parser)]
+#[command(name = "cvlan-bench", version, about = "CloudVLAN benchmarks (fast path, IPAM, …)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// IPAM allocations per second at N concurrent clients, on SQLite and/or PostgreSQL.
+    Ipam(ipam::Args),
+    /// Gateway fast path: wg-decrypt → acl → route → wg-encrypt on one core, vs the AEAD limit and boringtun.
+    Fastpath(fastpath::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Ipam(a) => ipam::run(a),
+        Cmd::Fastpath(a) => fastpath::run(a),
+    }
+}

@@ -1,0 +1,50 @@
+//! The persistent job scheduler: each job's next run is stored in the database and claimed with
+//! a lease, so jobs survive restarts and run once even with several replicas.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cvlan_store::jobs::Claim;
+
+use crate::service::Service;
+
+/// Audit retention: once a day.
+pub const AUDIT_RETENTION: &str = "audit-retention";
+const DAY: i64 = 86_400;
+
+/// Runs every due job once; returns the names of the jobs this process ran.
+///
+/// # Errors
+/// Database errors.
+pub async fn run_due(svc: &Service, owner: &str) -> anyhow::Result<Vec<&'static str>> {
+    let mut ran = Vec::new();
+    if svc.store.claim_job(AUDIT_RETENTION, owner, 600).await? == Claim::Run {
+        let status = match svc.trim_audit().await {
+            Ok(n) => {
+                tracing::info!(job = AUDIT_RETENTION, deleted = n, "job finished");
+                format!("ok: deleted {n}")
+            }
+            Err(e) => {
+                tracing::warn!(job = AUDIT_RETENTION, error = %e, "job failed");
+                format!("error: {e}")
+            }
+        };
+        svc.store.finish_job(AUDIT_RETENTION, owner, DAY, &status).await?;
+        ran.push(AUDIT_RETENTION);
+    }
+    Ok(ran)
+}
+
+/// Polls for due jobs every `every` until the shutdown signal flips.
+pub async fn scheduler(svc: Arc<Service>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let owner = format!("{}-{}", std::process::id(), cvlan_store::entity::new_id());
+    loop {
+        if let Err(e) = run_due(&svc, &owner).await {
+            tracing::warn!(error = %e, "job scheduler pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
