@@ -32,11 +32,21 @@ pub fn inner(data: &[u8]) {
 /// hostile segment must not crash or hang a worker).
 pub fn generation(data: &[u8]) {
     use zerocopy_free::header_capacity;
-    let Some(cap) = header_capacity(data) else { return };
-    let Ok(view) = GenView::parse(data, cap) else { return };
+    let Some(cap) = header_capacity(data) else {
+        return;
+    };
+    let Ok(view) = GenView::parse(data, cap) else {
+        return;
+    };
     let probe = |i: u32| {
         let x = u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834);
-        FiveTuple { src: x, dst: x.rotate_left(17), proto: 17, sport: i as u16, dport: 5000 }
+        FiveTuple {
+            src: x,
+            dst: x.rotate_left(17),
+            proto: 17,
+            sport: i as u16,
+            dport: 5000,
+        }
     };
     for t in view.tenants.iter().take(16) {
         for i in 0..8u32 {

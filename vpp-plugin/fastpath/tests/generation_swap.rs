@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cvlan_fastpath::{Buf, Next, Verdict, Worker};
-use cvlan_tables::{Prefix, RouteTarget, Segment, SegmentError, SegmentParams, TableBuilder, TenantSpec};
+use cvlan_tables::{
+    Prefix, RouteTarget, Segment, SegmentError, SegmentParams, TableBuilder, TenantSpec,
+};
 
 const ROUTES: u32 = 64;
 
@@ -44,7 +46,11 @@ fn packet(dst: u32) -> Vec<u8> {
 
 #[test]
 fn every_packet_of_a_batch_sees_one_consistent_generation_while_swaps_hammer() {
-    let params = SegmentParams { keypair_capacity: 16, slot_size: 1 << 16, max_workers: 3 };
+    let params = SegmentParams {
+        keypair_capacity: 16,
+        slot_size: 1 << 16,
+        max_workers: 3,
+    };
     let mut seg = Segment::create_memfd("swap", params).unwrap();
     seg.publish(&image(1)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -54,8 +60,9 @@ fn every_packet_of_a_batch_sees_one_consistent_generation_while_swaps_hammer() {
         let stop = stop.clone();
         workers.push(std::thread::spawn(move || {
             let mut w = Worker::new(Segment::from_file(file).unwrap(), id).unwrap();
-            let packets: Vec<Vec<u8>> =
-                (0..256u32).map(|i| packet(0x0a00_0000 + ((i % ROUTES) << 8) + 7)).collect();
+            let packets: Vec<Vec<u8>> = (0..256u32)
+                .map(|i| packet(0x0a00_0000 + ((i % ROUTES) << 8) + 7))
+                .collect();
             let (mut batches, mut last, mut distinct) = (0u64, 0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 let mut mem: Vec<Vec<u8>> = packets.clone();
@@ -69,13 +76,24 @@ fn every_packet_of_a_batch_sees_one_consistent_generation_while_swaps_hammer() {
                         ingress: 0,
                     })
                     .collect();
-                let mut v = vec![Verdict { next: 9, reason: 9, aux: 0 }; bufs.len()];
+                let mut v = vec![
+                    Verdict {
+                        next: 9,
+                        reason: 9,
+                        aux: 0
+                    };
+                    bufs.len()
+                ];
                 // SAFETY: each descriptor covers its own Vec, alive for the call.
                 unsafe { w.process(&mut bufs, &mut v) };
                 let g = w.stats().generation;
                 for verdict in &v {
                     assert_eq!(verdict.next, Next::Local as u16);
-                    assert_eq!(u64::from(verdict.aux), g, "packet routed by another generation");
+                    assert_eq!(
+                        u64::from(verdict.aux),
+                        g,
+                        "packet routed by another generation"
+                    );
                 }
                 assert!(g >= last);
                 if g != last {

@@ -566,6 +566,24 @@ mod tests {
         assert_eq!(b.build(16), Err(BuildError::KeypairCollision(0x21)));
     }
 
+    #[test]
+    fn a_corrupt_probe_mask_cannot_hang_a_lookup() {
+        use zerocopy::FromBytes;
+        let mut img = one_tenant(vec![(v4(0x0a00_0000, 8), RouteTarget::Peer(1))], vec![]);
+        let h = *GenHeader::ref_from_prefix(&img).unwrap().0;
+        // A mask that is not 2^k - 1 makes linear probing cycle among a few buckets.
+        let off = h.lpm_levels.offset as usize + core::mem::offset_of!(LpmLevel, mask);
+        img[off..off + 4].copy_from_slice(&0x8000_0001u32.to_le_bytes());
+        let off = h.lpm_entries.offset as usize;
+        for e in 0..h.lpm_entries.count as usize {
+            let used =
+                off + e * core::mem::size_of::<LpmEntry>() + core::mem::offset_of!(LpmEntry, used);
+            img[used] = 1; // every bucket occupied, none matching the probe
+        }
+        let v = GenView::parse(&img, 16).unwrap();
+        assert_eq!(v.route(&v.tenants[0], 0x0b00_0000, false), None);
+    }
+
     fn naive_lpm(routes: &[(u128, u8, u32)], addr: u128, bits: u32) -> Option<u32> {
         // Later duplicates overwrite earlier ones, as in the builder's map.
         let mut best: Option<(u8, u32)> = None;

@@ -396,8 +396,10 @@ impl<'a> GenView<'a> {
             let key = addr & prefix_mask(lvl.prefix_len, bits);
             let base = lvl.first_entry as usize;
             let mut i = (hash_key(key) as u32) & lvl.mask;
-            // Bounded by the table size: a corrupt (full) table cannot hang a worker.
-            for _ in 0..=lvl.mask {
+            // Bounded by the table size: a corrupt (full, or non-power-of-two mask) table
+            // cannot hang a worker.
+            let limit = lvl.mask.min(self.lpm_entries.len() as u32);
+            for _ in 0..=limit {
                 let e = self.lpm_entries.get(base.saturating_add(i as usize))?;
                 if e.used == 0 {
                     break;
@@ -443,7 +445,8 @@ impl<'a> GenView<'a> {
             let base = tp.first_bucket as usize;
             let mut i = (hash_pair(src, dst) as u32) & tp.mask;
             let mut bucket = None;
-            for _ in 0..=tp.mask {
+            let limit = tp.mask.min(self.acl_buckets.len() as u32);
+            for _ in 0..=limit {
                 let b = self.acl_buckets.get(base.saturating_add(i as usize))?;
                 if b.n_rules == 0 {
                     break;
