@@ -102,7 +102,8 @@ typedef struct {
   uint64_t packets;
   uint64_t next[CVLAN_FP_NEXT_COUNT];
   uint64_t reason[32];
-  uint64_t generation; /* table generation used by the last batch */
+  uint64_t generation;    /* table generation used by the last batch */
+  uint64_t node_ticks[4]; /* TSC ticks in wg-decrypt, acl, route, wg-encrypt */
 } cvlan_fp_stats;
 
 typedef struct cvlan_fp_worker cvlan_fp_worker;

@@ -38,6 +38,13 @@ impl ReplayWindow {
         self.bitmap = [0; WORDS];
     }
 
+    /// The bitmap word `counter` maps to (for prefetching).
+    #[inline]
+    #[must_use]
+    pub fn word_for(&self, counter: u64) -> &u64 {
+        &self.bitmap[(counter >> 6) as usize & (WORDS - 1)]
+    }
+
     /// Whether `counter` may be accepted (no state change: call before authenticating).
     #[inline]
     #[must_use]

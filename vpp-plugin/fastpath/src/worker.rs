@@ -6,10 +6,11 @@
 use std::sync::atomic::Ordering;
 
 use cvlan_tables::layout::{ACTION_PERMIT, ROUTE_LOCAL};
+use cvlan_tables::view::prefetch;
 use cvlan_tables::{FiveTuple, GenView, Segment, SegmentError, SegmentRef};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
-use crate::abi::{Buf, Counters, INGRESS_UNDERLAY, MAX_BATCH, Next, Reason, Stats, Verdict};
+use crate::abi::{Buf, Counters, INGRESS_UNDERLAY, MAX_BATCH, Next, Reason, Stats, Verdict, ticks};
 use crate::parse::{
     TAG_LEN, WG_DATA, WG_DATA_HEADER, WgMessage, parse_inner, parse_outer, parse_wg,
 };
@@ -34,7 +35,19 @@ struct Meta {
     in_peer: u32,
     out_peer: u32,
     tuple: FiveTuple,
+    /// Transport data: receiver index, counter, ciphertext offset (from the packet start)
+    /// and length, filled by the classify pass of wg-decrypt.
+    receiver: u32,
+    counter: u64,
+    ct_start: u32,
+    ct_len: u32,
 }
+
+/// How many packets ahead the nodes prefetch table entries: short where each packet costs
+/// an AEAD operation (that hides a DRAM miss), long where a packet costs a few lookups.
+const PREFETCH: usize = 4;
+/// Prefetch distance of the lookup-only passes (allowed IPs, acl, route).
+const PREFETCH_FAR: usize = 16;
 
 /// One worker: its mapping of the segment and its private state.
 pub struct Worker {
@@ -227,10 +240,20 @@ impl Worker {
         }
         // SAFETY: forwarded from the caller.
         unsafe {
+            let t0 = ticks();
             c.node_wg_decrypt(&seg, &view, bufs, verdicts);
+            let t1 = ticks();
             c.node_acl(&view, n, verdicts);
+            let t2 = ticks();
             c.node_route(&view, n, verdicts);
+            let t3 = ticks();
             c.node_wg_encrypt(&seg, &view, bufs, verdicts);
+            let t4 = ticks();
+            let nt = &mut c.stats.node_ticks;
+            nt[0] += t1.wrapping_sub(t0);
+            nt[1] += t2.wrapping_sub(t1);
+            nt[2] += t3.wrapping_sub(t2);
+            nt[3] += t4.wrapping_sub(t3);
         }
         // Leaving cannot fail for an id validated in `new`.
         let _ = seg.leave(c.id);
@@ -274,6 +297,8 @@ impl Core {
 
     /// wg-decrypt: classifies underlay datagrams, opens transport data in place, checks the
     /// replay window and the allowed IPs; local-ingress packets are only parsed.
+    /// Three passes over the batch (classify, open, allowed-IPs) so that each can prefetch
+    /// the table entries the next packets need.
     unsafe fn node_wg_decrypt(
         &mut self,
         seg: &SegmentRef<'_>,
@@ -281,7 +306,7 @@ impl Core {
         bufs: &mut [Buf],
         verdicts: &mut [Verdict],
     ) {
-        let mut cached: Option<(u64, LessSafeKey)> = None;
+        // Pass 1: classify; prefetch keypair records and replay windows.
         for (i, (b, v)) in bufs.iter_mut().zip(verdicts.iter_mut()).enumerate() {
             self.meta[i] = Meta {
                 in_peer: u32::MAX,
@@ -294,11 +319,10 @@ impl Core {
                 continue;
             };
             if b.ingress != INGRESS_UNDERLAY {
-                let Some(t) = view.tenant(b.ingress) else {
+                if view.tenant(b.ingress).is_none() {
                     self.finish(i, v, Next::Drop, Reason::UnknownTenant);
                     continue;
-                };
-                let _ = t;
+                }
                 match parse_inner(p.data()) {
                     Ok(inner) => {
                         self.meta[i].tenant = b.ingress;
@@ -324,34 +348,51 @@ impl Core {
                 let d = p.data();
                 parse_wg(&d[off..off + outer.payload_len])
             };
-            let (receiver, counter, ct_len) = match msg {
+            let reason = match msg {
                 WgMessage::Data {
                     receiver,
                     counter,
                     ct_len,
-                } => (receiver, counter, ct_len),
-                WgMessage::HandshakeInit => {
-                    self.finish(i, v, Next::Punt, Reason::HandshakeInit);
+                } => {
+                    let m = &mut self.meta[i];
+                    m.receiver = receiver;
+                    m.counter = counter;
+                    m.ct_start = (off + WG_DATA_HEADER) as u32;
+                    m.ct_len = ct_len as u32;
+                    view.prefetch_keypair(receiver);
+                    if let Some(w) = self.replay.get(view.keypair_slot(receiver) as usize) {
+                        prefetch(w);
+                        prefetch(w.word_for(counter));
+                    }
                     continue;
                 }
-                WgMessage::HandshakeResponse => {
-                    self.finish(i, v, Next::Punt, Reason::HandshakeResponse);
-                    continue;
-                }
-                WgMessage::CookieReply => {
-                    self.finish(i, v, Next::Punt, Reason::CookieReply);
-                    continue;
-                }
-                WgMessage::Keepalive { .. } => {
-                    self.finish(i, v, Next::Punt, Reason::Keepalive);
-                    continue;
-                }
-                WgMessage::Unknown => {
-                    self.finish(i, v, Next::Punt, Reason::UnknownMessage);
-                    continue;
-                }
+                WgMessage::HandshakeInit => Reason::HandshakeInit,
+                WgMessage::HandshakeResponse => Reason::HandshakeResponse,
+                WgMessage::CookieReply => Reason::CookieReply,
+                WgMessage::Keepalive { .. } => Reason::Keepalive,
+                WgMessage::Unknown => Reason::UnknownMessage,
             };
-            let Some(kp) = view.keypair_by_receiver(receiver) else {
+            self.finish(i, v, Next::Punt, reason);
+        }
+
+        // Pass 2: replay check, open in place; prefetch the peer record a few packets ahead.
+        let n = bufs.len();
+        let mut cached: Option<(u64, LessSafeKey)> = None;
+        for i in 0..n {
+            if i + PREFETCH < n
+                && let Some(ahead) = self.meta.get(i + PREFETCH)
+                && !ahead.done
+                && let Some(kp) = view.keypair_by_receiver(ahead.receiver)
+                && let Some(peer) = view.peers.get(kp.peer as usize)
+            {
+                prefetch(peer);
+            }
+            let m = self.meta[i];
+            if m.done || bufs[i].ingress != INGRESS_UNDERLAY {
+                continue;
+            }
+            let (b, v) = (&mut bufs[i], &mut verdicts[i]);
+            let Some(kp) = view.keypair_by_receiver(m.receiver) else {
                 self.finish(i, v, Next::Punt, Reason::UnknownReceiver);
                 continue;
             };
@@ -361,15 +402,15 @@ impl Core {
             };
             self.meta[i].in_peer = kp.peer;
             self.meta[i].tenant = peer.tenant;
-            let slot = view.keypair_slot(receiver) as usize;
-            let Some(win) = self.replay.get_mut(slot) else {
+            let slot = view.keypair_slot(m.receiver);
+            let Some(win) = self.replay.get_mut(slot as usize) else {
                 self.finish(i, v, Next::Drop, Reason::Internal);
                 continue;
             };
             if win.install_id != kp.install_id {
                 win.reset(kp.install_id);
             }
-            if !win.check(counter) {
+            if !win.check(m.counter) {
                 self.finish(i, v, Next::Drop, Reason::Replay);
                 continue;
             }
@@ -383,60 +424,100 @@ impl Core {
             let Some((_, key)) = cached.as_ref() else {
                 continue;
             };
-            let ct_start = off + WG_DATA_HEADER;
-            let plain_len = {
+            // SAFETY: forwarded from the caller of `process`.
+            let Some(mut p) = (unsafe { pkt(b) }) else {
+                self.finish(i, v, Next::Drop, Reason::Malformed);
+                continue;
+            };
+            let (cs, cl) = (m.ct_start as usize, m.ct_len as usize);
+            let opened = {
                 let d = p.data();
-                let ct = &mut d[ct_start..ct_start + ct_len];
-                match key.open_in_place(nonce(counter), Aad::empty(), ct) {
-                    Ok(pt) => pt.len(),
-                    Err(_) => {
-                        self.finish(i, v, Next::Drop, Reason::AuthFailed);
-                        continue;
-                    }
-                }
+                key.open_in_place(nonce(m.counter), Aad::empty(), &mut d[cs..cs + cl])
+                    .map(|pt| pt.len())
+            };
+            let Ok(plain_len) = opened else {
+                self.finish(i, v, Next::Drop, Reason::AuthFailed);
+                continue;
             };
             // Cannot fail: checked above and only this worker updates this window.
-            win.update(counter);
-            if let Some(st) = seg.keypair_state(slot as u32)
+            win.update(m.counter);
+            if slot == peer.next
+                && let Some(st) = seg.keypair_state(slot)
                 && st.rx_seen.load(Ordering::Relaxed) == 0
             {
+                // First packet on the responder's next keypair: the sidecar promotes it.
                 st.rx_seen.store(1, Ordering::Release);
             }
             let inner = {
                 let d = p.data();
-                parse_inner(&d[ct_start..ct_start + plain_len])
+                parse_inner(&d[cs..cs + plain_len])
             };
             let Ok(inner) = inner else {
                 self.finish(i, v, Next::Drop, Reason::Malformed);
                 continue;
             };
-            let Some(tenant) = view.tenant(peer.tenant) else {
-                self.finish(i, v, Next::Drop, Reason::UnknownTenant);
-                continue;
-            };
-            if view.route(tenant, inner.tuple.src, inner.v6) != Some(kp.peer) {
-                self.finish(i, v, Next::Drop, Reason::SourceNotAllowed);
-                continue;
+            if let Some(t) = view.tenant(peer.tenant) {
+                view.prefetch_route(t, inner.tuple.src, inner.v6);
             }
-            p.start += ct_start;
+            p.start += cs;
             p.len = inner.total_len;
             set_buf(b, &p);
             self.meta[i].v6 = inner.v6;
             self.meta[i].tuple = inner.tuple;
-            if let Some(c) = self.peer_counters.get_mut(kp.peer as usize) {
-                c.rx_packets += 1;
-                c.rx_bytes += inner.total_len as u64;
+        }
+
+        // Pass 3: allowed IPs (cryptokey routing) and receive counters.
+        for i in 0..n {
+            if i + PREFETCH_FAR < n
+                && let Some(ahead) = self.meta.get(i + PREFETCH_FAR)
+                && !ahead.done
+                && ahead.in_peer != u32::MAX
+                && let Some(c) = self.peer_counters.get(ahead.in_peer as usize)
+            {
+                prefetch(c);
             }
-            if let Some(c) = self.tenant_counters.get_mut(peer.tenant as usize) {
+            let m = self.meta[i];
+            if m.done || bufs[i].ingress != INGRESS_UNDERLAY {
+                continue;
+            }
+            let v = &mut verdicts[i];
+            let Some(tenant) = view.tenant(m.tenant) else {
+                self.finish(i, v, Next::Drop, Reason::UnknownTenant);
+                continue;
+            };
+            if view.route(tenant, m.tuple.src, m.v6) != Some(m.in_peer) {
+                self.finish(i, v, Next::Drop, Reason::SourceNotAllowed);
+                continue;
+            }
+            let len = u64::from(bufs[i].len);
+            if let Some(c) = self.peer_counters.get_mut(m.in_peer as usize) {
                 c.rx_packets += 1;
-                c.rx_bytes += inner.total_len as u64;
+                c.rx_bytes += len;
+            }
+            if let Some(c) = self.tenant_counters.get_mut(m.tenant as usize) {
+                c.rx_packets += 1;
+                c.rx_bytes += len;
             }
         }
     }
 
     /// acl: first matching rule of the tenant's compiled classifier, else the default.
     fn node_acl(&mut self, view: &GenView<'_>, n: usize, verdicts: &mut [Verdict]) {
+        for m in self.meta.iter().take(PREFETCH_FAR.min(n)) {
+            if !m.done
+                && let Some(t) = view.tenant(m.tenant)
+            {
+                view.prefetch_acl(t, &m.tuple, m.v6);
+            }
+        }
         for (i, v) in verdicts.iter_mut().enumerate().take(n) {
+            if i + PREFETCH_FAR < n
+                && let Some(ahead) = self.meta.get(i + PREFETCH_FAR)
+                && !ahead.done
+                && let Some(t) = view.tenant(ahead.tenant)
+            {
+                view.prefetch_acl(t, &ahead.tuple, ahead.v6);
+            }
             let m = self.meta[i];
             if m.done {
                 continue;
@@ -457,7 +538,21 @@ impl Core {
 
     /// route: longest-prefix match of the inner destination → egress peer or local delivery.
     fn node_route(&mut self, view: &GenView<'_>, n: usize, verdicts: &mut [Verdict]) {
+        for m in self.meta.iter().take(PREFETCH_FAR.min(n)) {
+            if !m.done
+                && let Some(t) = view.tenant(m.tenant)
+            {
+                view.prefetch_route(t, m.tuple.dst, m.v6);
+            }
+        }
         for (i, v) in verdicts.iter_mut().enumerate().take(n) {
+            if i + PREFETCH_FAR < n
+                && let Some(ahead) = self.meta.get(i + PREFETCH_FAR)
+                && !ahead.done
+                && let Some(t) = view.tenant(ahead.tenant)
+            {
+                view.prefetch_route(t, ahead.tuple.dst, ahead.v6);
+            }
             let m = self.meta[i];
             if m.done {
                 continue;
@@ -472,8 +567,40 @@ impl Core {
                     self.finish(i, v, Next::Local, Reason::None);
                     v.aux = r & !ROUTE_LOCAL;
                 }
-                Some(peer) => self.meta[i].out_peer = peer,
+                Some(peer) => {
+                    self.meta[i].out_peer = peer;
+                    if let Some(p) = view.peers.get(peer as usize) {
+                        prefetch(p);
+                    }
+                }
             }
+        }
+    }
+
+    fn prefetch_peer(&self, view: &GenView<'_>, i: usize) {
+        if let Some(m) = self.meta.get(i)
+            && !m.done
+            && let Some(peer) = view.peers.get(m.out_peer as usize)
+        {
+            prefetch(peer);
+        }
+    }
+
+    fn prefetch_tx(&self, seg: &SegmentRef<'_>, view: &GenView<'_>, i: usize) {
+        let Some(m) = self.meta.get(i) else { return };
+        if m.done {
+            return;
+        }
+        if let Some(peer) = view.peers.get(m.out_peer as usize) {
+            if let Some(k) = view.keypairs.get(peer.current as usize) {
+                prefetch(k);
+            }
+            if let Some(st) = seg.keypair_state(peer.current) {
+                prefetch(st);
+            }
+        }
+        if let Some(c) = self.peer_counters.get(m.out_peer as usize) {
+            prefetch(c);
         }
     }
 
@@ -488,7 +615,22 @@ impl Core {
     ) {
         let underlay = *view.underlay();
         let mut cached: Option<(u64, LessSafeKey)> = None;
+        let n = bufs.len();
+        // Warm up the prefetch window: peer records first, then (depending on them) keypair,
+        // send state and counters of the first packets.
+        for i in 0..(2 * PREFETCH).min(n) {
+            self.prefetch_peer(view, i);
+        }
+        for i in 0..PREFETCH.min(n) {
+            self.prefetch_tx(seg, view, i);
+        }
         for (i, (b, v)) in bufs.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+            if i + 2 * PREFETCH < n {
+                self.prefetch_peer(view, i + 2 * PREFETCH);
+            }
+            if i + PREFETCH < n {
+                self.prefetch_tx(seg, view, i + PREFETCH);
+            }
             let m = self.meta[i];
             if m.done {
                 continue;

@@ -29,6 +29,7 @@ struct Lab {
     b1: Tunn,
     b2: Tunn,
     s1: Session,
+    tables: TableBuilder,
 }
 
 fn keypair(s: &Session, install_id: u64) -> KeypairSpec {
@@ -117,6 +118,7 @@ fn lab() -> Lab {
         b1,
         b2,
         s1,
+        tables,
     }
 }
 
@@ -250,8 +252,8 @@ fn boringtun_transport_packet_decrypts_in_wg_decrypt() {
     assert_eq!(out, inner);
     let slot = lab.s1.local_index & 255;
     assert!(
-        lab.seg.keypair_seen(slot),
-        "receive use is flagged for the sidecar"
+        !lab.seg.keypair_seen(slot),
+        "only a `next` keypair is flagged"
     );
 
     // The same datagram again is a replay.
@@ -393,4 +395,39 @@ fn handshakes_keepalives_and_unknown_receivers_are_punted_untouched() {
             (outer, before.data, before.len)
         );
     }
+}
+
+#[test]
+fn the_first_packet_on_a_next_keypair_is_accepted_and_flagged_for_promotion() {
+    let mut lab = confirmed_lab();
+    // The sidecar republishes B1's keypair in the `next` position (as after a responder
+    // handshake); the same install id keeps its send counter.
+    let mut t = lab.tables.clone();
+    t.peers[0].next = t.peers[0].current.take();
+    lab.seg.publish(&t.build(256).unwrap()).unwrap();
+    let slot = lab.s1.local_index & 255;
+    assert!(!lab.seg.keypair_seen(slot));
+    let inner = ipv4_udp(ip([10, 0, 0, 2]), ip([10, 0, 1, 9]), 5000, 4000, b"on next");
+    let outer = ipv4_udp(
+        ip(B1_EP),
+        ip(GW),
+        51820,
+        51820,
+        &bt_encap(&mut lab.b1, &inner),
+    );
+    let mut b = OwnedBuf::new(&outer, 64, 64);
+    let (v, out, _) = run(&mut lab.worker, &mut b, INGRESS_UNDERLAY);
+    assert_eq!((v.next, out), (Next::Local as u16, inner));
+    assert!(
+        lab.seg.keypair_seen(slot),
+        "receive use is flagged for the sidecar"
+    );
+    // Without a current keypair, traffic towards B1 is punted for a handshake.
+    let back = ipv4_udp(ip([10, 0, 1, 5]), ip([10, 0, 0, 2]), 1, 2, b"x");
+    let mut b = OwnedBuf::new(&back, 128, 64);
+    let (v, _, _) = run(&mut lab.worker, &mut b, 0);
+    assert_eq!(
+        (v.next, v.reason),
+        (Next::Punt as u16, Reason::NoKeypair as u16)
+    );
 }

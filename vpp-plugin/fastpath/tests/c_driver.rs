@@ -77,6 +77,7 @@ fn the_c_header_matches_the_rust_layout_and_constants() {
         offset_of!(Stats, next) as i64,
         offset_of!(Stats, reason) as i64,
         offset_of!(Stats, generation) as i64,
+        offset_of!(Stats, node_ticks) as i64,
         i64::from(ffi::ABI_VERSION),
         i64::from(INGRESS_UNDERLAY),
         MAX_BATCH as i64,

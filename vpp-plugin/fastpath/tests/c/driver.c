@@ -39,6 +39,7 @@ size_t cvlan_c_layout(int64_t *out, size_t cap) {
       (int64_t)offsetof(cvlan_fp_stats, next),
       (int64_t)offsetof(cvlan_fp_stats, reason),
       (int64_t)offsetof(cvlan_fp_stats, generation),
+      (int64_t)offsetof(cvlan_fp_stats, node_ticks),
       (int64_t)CVLAN_FP_ABI_VERSION,
       (int64_t)CVLAN_FP_INGRESS_UNDERLAY,
       (int64_t)CVLAN_FP_MAX_BATCH,
