@@ -51,6 +51,31 @@ pub trait Kind: Entity + Default {
     }
 }
 
+/// The proto3 JSON field names of a message type, from the generated schemas (keyed by the
+/// Rust type's last path segment, which is the proto message name).
+pub fn json_fields<T>() -> HashSet<&'static str> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static SCHEMAS: OnceLock<HashMap<String, HashSet<&'static str>>> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| {
+        let v: &'static Value = Box::leak(Box::new(
+            serde_json::from_str(cvlan_proto::SCHEMAS_JSON).unwrap_or(Value::Null),
+        ));
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, s)| {
+                        let props = s["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                        (k.clone(), props)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or_default();
+    all.get(name).cloned().unwrap_or_default()
+}
+
 /// DNS-label style names: 1–63 of `a-z 0-9 -`, not starting or ending with `-`.
 pub fn check_name(field: &str, s: &str) -> ApiResult<()> {
     let ok = !s.is_empty()

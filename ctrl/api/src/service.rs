@@ -1047,6 +1047,7 @@ fn mask_fields(mask: &[String]) -> Vec<String> {
 /// Copies the masked top-level fields of `patch` onto `cur` at the JSON level; a field absent
 /// from `patch` (a proto default) resets it.
 fn apply_mask<K: serde::Serialize + serde::de::DeserializeOwned>(cur: &K, patch: &K, mask: &[String], immutable: &[&str]) -> ApiResult<K> {
+    let known = crate::kinds::json_fields::<K>();
     let fields = mask_fields(mask);
     if fields.is_empty() {
         return Err(ApiError::bad("nothing to update: give at least one field"));
@@ -1057,6 +1058,9 @@ fn apply_mask<K: serde::Serialize + serde::de::DeserializeOwned>(cur: &K, patch:
         return Err(ApiError::Internal(anyhow::anyhow!("entity is not a JSON object")));
     };
     for f in &fields {
+        if !known.contains(f.as_str()) {
+            return Err(ApiError::bad(format!("unknown field {f}")));
+        }
         if ["id", "tenantId", "createdAt", "updatedAt"].contains(&f.as_str()) || immutable.contains(&f.as_str()) {
             return Err(ApiError::bad(format!("field {f} cannot be changed")));
         }

@@ -124,7 +124,7 @@ pub async fn list(
     before: &str,
     limit: u32,
 ) -> Result<entity::Page<pb::AuditEvent>> {
-    let limit = limit.clamp(1, 5000);
+    let limit = if limit == 0 { 100 } else { limit.min(5000) };
     let mut sql = String::from("SELECT body FROM audit_events WHERE 1 = 1");
     let mut args: Vec<either::Arg> = Vec::new();
     let mut add = |sql: &mut String, cond: &str, a: either::Arg| {

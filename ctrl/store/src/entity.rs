@@ -222,17 +222,16 @@ pub async fn list<E: Entity>(
     after: &str,
     limit: u32,
 ) -> Result<Page<E>> {
-    let limit = limit.clamp(1, 1000);
+    // 0 (proto default) means the default page size.
+    let limit = if limit == 0 { 100 } else { limit.min(1000) };
     let mut sql = format!(
         "SELECT id, body, created_at, updated_at FROM {} WHERE id > $1",
         E::TABLE
     );
     let mut n = 2;
+    sql.push_str(&format!(" AND {}", scope.clause(n)));
     if let Scope::Tenant(_) = scope {
-        sql.push_str(&format!(" AND {}", scope.clause(n)));
         n += 1;
-    } else {
-        sql.push_str(&format!(" AND {}", scope.clause(n)));
     }
     if let Some((col, _)) = filter {
         sql.push_str(&format!(" AND {col} = ${n}"));

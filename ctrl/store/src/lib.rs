@@ -128,42 +128,8 @@ impl Store {
     /// Connection failures, migration failures, or a changed migration.
     pub async fn open(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            Backend::Sqlite
-        };
-        let pool = match backend {
-            Backend::Sqlite => {
-                let url = if url.contains('?') {
-                    url.to_string()
-                } else {
-                    format!("{url}?mode=rwc")
-                };
-                let opts: AnyConnectOptions = url.parse()?;
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .min_connections(1)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode=WAL").await?;
-                            conn.execute("PRAGMA synchronous=NORMAL").await?;
-                            conn.execute("PRAGMA foreign_keys=ON").await?;
-                            conn.execute("PRAGMA busy_timeout=10000").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(opts)
-                    .await?
-            }
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(32)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
-                    .await?
-            }
-        };
+        let backend = backend_of(url);
+        let pool = connect(url, backend, if backend == Backend::Sqlite { 8 } else { 32 }).await?;
         let store = Store {
             pool,
             backend,
@@ -180,13 +146,10 @@ impl Store {
     /// As [`Store::open`].
     pub async fn open_at_version(url: &str, version: i64) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        let backend = backend_of(url);
         let s = Store {
-            pool: AnyPoolOptions::new().max_connections(2).connect(url).await?,
-            backend: if url.starts_with("postgres") {
-                Backend::Postgres
-            } else {
-                Backend::Sqlite
-            },
+            pool: connect(url, backend, 2).await?,
+            backend,
             write_gate: None,
             ipam: ipam::Ipam::default(),
         };
@@ -263,6 +226,48 @@ impl Store {
         w.commit().await?;
         Ok(s)
     }
+}
+
+fn backend_of(url: &str) -> Backend {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+async fn connect(url: &str, backend: Backend, max: u32) -> Result<AnyPool> {
+    Ok(match backend {
+        Backend::Sqlite => {
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let opts: AnyConnectOptions = url.parse()?;
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys=ON").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(opts)
+                .await?
+        }
+        Backend::Postgres => {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?
+        }
+    })
 }
 
 /// Whether `e` is a PostgreSQL serialization/deadlock failure worth retrying.

@@ -131,8 +131,8 @@ mod tests {
             .map(|m| (checksum(m.sqlite), checksum(m.postgres)))
             .collect();
         let released = [
-            ("RELEASED_1_SQLITE", "RELEASED_1_PG"),
-            ("RELEASED_2_SQLITE", "RELEASED_2_PG"),
+            ("fc8f3e940181f65c", "fc8f3e940181f65c"),
+            ("5e5e871ed3715a29", "9c40b6f10dbdfcc1"),
         ];
         for (i, (s, p)) in released.iter().enumerate() {
             assert_eq!(&sums[i].0, s, "sqlite migration {} changed", i + 1);
