@@ -533,7 +533,7 @@ fn audit_query(f: &AuditFilter) -> Vec<(&'static str, String)> {
     q
 }
 
-fn audit_path(tenant: Option<&str>, tail: Option<&'static str>) -> Vec<&str> {
+fn audit_path<'a>(tenant: Option<&'a str>, tail: Option<&'static str>) -> Vec<&'a str> {
     let mut p = match tenant {
         Some(t) => vec!["tenants", t, "audit"],
         None => vec!["audit"],

@@ -189,7 +189,8 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
     let lab_id = lab["id"].as_str().unwrap().to_string();
 
     // Bad input: the server's message, a non-zero exit, nothing created.
-    admin.fails(&["cvlan", "create", "--tenant", "acme", "bad", "--ipv4", "10.20.0.0/33"], "not a valid CIDR prefix");
+    admin.fails(&["cvlan", "create", "--tenant", "acme", "bad", "--ipv4", "10.20.0.0/33"], "is not an IPv4 CIDR prefix");
+    admin.fails(&["cvlan", "create", "--tenant", "acme", "bad", "--ipv4", "10.20.0.1/24"], "has host bits set");
     admin.fails(&["cvlan", "create", "--tenant", "acme", "dup", "--ipv4", "10.20.0.0/25"], "overlaps");
     let r = admin.ok(&["cvlan", "list", "--tenant", "acme", "-o", "json"]);
     assert_eq!(items(&r.json()).len(), 1);
