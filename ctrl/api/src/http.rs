@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -95,7 +97,10 @@ pub struct Source(pub String);
 
 fn source_of(parts: &Parts, app: &App) -> String {
     if app.trust_forwarded
-        && let Some(f) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
+        && let Some(f) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
         && let Some(first) = f.split(',').next()
     {
         return first.trim().to_string();
@@ -186,7 +191,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             Value::Object(m) => m.keys().cloned().collect(),
             _ => return Err(ApiError::bad("the body must be a JSON object")),
         };
-        let t = serde_json::from_value(v).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
+        let t =
+            serde_json::from_value(v).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
         Ok(Body(t, keys))
     }
 }
@@ -246,18 +252,43 @@ type S = State<AppState>;
 
 // ---------- generic handlers ----------
 
-async fn h_list<K: Kind>(State(a): S, p: Principal, ps: Params, Query(q): Q) -> ApiResult<Json<Value>> {
-    let pg = a.svc.list::<K>(&p, ps.tenant(), None, &q.page_token, q.size()).await?;
+async fn h_list<K: Kind>(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let pg = a
+        .svc
+        .list::<K>(&p, ps.tenant(), None, &q.page_token, q.size())
+        .await?;
     Ok(page(pg.items, pg.next))
 }
 async fn h_get<K: Kind>(State(a): S, p: Principal, ps: Params) -> ApiResult<Json<K>> {
     Ok(Json(a.svc.get::<K>(&p, ps.tenant(), ps.get("id")?).await?))
 }
-async fn h_create<K: Kind>(State(a): S, p: Principal, ps: Params, Body(b, _): Body<K>) -> ApiResult<(StatusCode, Json<K>)> {
-    Ok((StatusCode::CREATED, Json(a.svc.create::<K>(&p, ps.tenant(), b).await?)))
+async fn h_create<K: Kind>(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, _): Body<K>,
+) -> ApiResult<(StatusCode, Json<K>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(a.svc.create::<K>(&p, ps.tenant(), b).await?),
+    ))
 }
-async fn h_update<K: Kind>(State(a): S, p: Principal, ps: Params, Body(b, keys): Body<K>) -> ApiResult<Json<K>> {
-    Ok(Json(a.svc.update::<K>(&p, ps.tenant(), ps.get("id")?, b, &keys).await?))
+async fn h_update<K: Kind>(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, keys): Body<K>,
+) -> ApiResult<Json<K>> {
+    Ok(Json(
+        a.svc
+            .update::<K>(&p, ps.tenant(), ps.get("id")?, b, &keys)
+            .await?,
+    ))
 }
 async fn h_delete<K: Kind>(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
     a.svc.delete::<K>(&p, ps.tenant(), ps.get("id")?).await?;
@@ -275,11 +306,17 @@ struct LoginBody {
 
 impl std::fmt::Debug for LoginBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginBody").field("email", &self.email).finish_non_exhaustive()
+        f.debug_struct("LoginBody")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
     }
 }
 
-async fn h_login(State(a): S, Source(src): Source, Body(b, _): Body<LoginBody>) -> ApiResult<Response> {
+async fn h_login(
+    State(a): S,
+    Source(src): Source,
+    Body(b, _): Body<LoginBody>,
+) -> ApiResult<Response> {
     let (tok, exp, user) = a.svc.login(&b.email, Secret(b.password), &src).await?;
     let max_age = (exp - time::now_micros()) / 1_000_000;
     let secure = if a.secure_cookies { "; Secure" } else { "" };
@@ -292,10 +329,19 @@ async fn h_login(State(a): S, Source(src): Source, Body(b, _): Body<LoginBody>) 
     .into_response();
     let h = r.headers_mut();
     for c in [
-        format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}", tok.0),
-        format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}", csrf.0),
+        format!(
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+            tok.0
+        ),
+        format!(
+            "{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}",
+            csrf.0
+        ),
     ] {
-        h.append(header::SET_COOKIE, HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.into()))?);
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.into()))?,
+        );
     }
     Ok(r)
 }
@@ -306,7 +352,8 @@ async fn h_logout(State(a): S, p: Principal) -> ApiResult<Response> {
     for c in [SESSION_COOKIE, CSRF_COOKIE] {
         r.headers_mut().append(
             header::SET_COOKIE,
-            HeaderValue::from_str(&format!("{c}=; Path=/; Max-Age=0")).map_err(|e| ApiError::Internal(e.into()))?,
+            HeaderValue::from_str(&format!("{c}=; Path=/; Max-Age=0"))
+                .map_err(|e| ApiError::Internal(e.into()))?,
         );
     }
     Ok(r)
@@ -343,13 +390,24 @@ fn role_from(v: &Option<Value>) -> ApiResult<i32> {
     }
 }
 
-async fn h_apikeys_create(State(a): S, p: Principal, Body(b, _): Body<ApiKeyBody>) -> ApiResult<(StatusCode, Json<pb::ApiKey>)> {
+async fn h_apikeys_create(
+    State(a): S,
+    p: Principal,
+    Body(b, _): Body<ApiKeyBody>,
+) -> ApiResult<(StatusCode, Json<pb::ApiKey>)> {
     let k = pb::ApiKey {
         name: b.name,
         role: role_from(&b.role)?,
         ..Default::default()
     };
-    Ok((StatusCode::CREATED, Json(a.svc.create_api_key(&p, k, b.ttl_seconds.unwrap_or(0)).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            a.svc
+                .create_api_key(&p, k, b.ttl_seconds.unwrap_or(0))
+                .await?,
+        ),
+    ))
 }
 
 async fn h_apikeys_delete(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
@@ -364,44 +422,96 @@ async fn h_tenants_list(State(a): S, p: Principal, Query(q): Q) -> ApiResult<Jso
 async fn h_tenant_get(State(a): S, p: Principal, ps: Params) -> ApiResult<Json<pb::Tenant>> {
     Ok(Json(a.svc.get_tenant(&p, ps.get("tenant")?).await?))
 }
-async fn h_tenant_update(State(a): S, p: Principal, ps: Params, Body(b, keys): Body<pb::Tenant>) -> ApiResult<Json<pb::Tenant>> {
-    Ok(Json(a.svc.update_tenant(&p, ps.get("tenant")?, b, &keys).await?))
+async fn h_tenant_update(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, keys): Body<pb::Tenant>,
+) -> ApiResult<Json<pb::Tenant>> {
+    Ok(Json(
+        a.svc.update_tenant(&p, ps.get("tenant")?, b, &keys).await?,
+    ))
 }
 async fn h_tenant_delete(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
-    a.svc.delete::<pb::Tenant>(&p, None, ps.get("tenant")?).await?;
+    a.svc
+        .delete::<pb::Tenant>(&p, None, ps.get("tenant")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn h_users_list(State(a): S, p: Principal, ps: Params, Query(q): Q) -> ApiResult<Json<Value>> {
-    let pg = a.svc.list_users(&p, ps.tenant(), &q.page_token, q.size()).await?;
+async fn h_users_list(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let pg = a
+        .svc
+        .list_users(&p, ps.tenant(), &q.page_token, q.size())
+        .await?;
     Ok(page(pg.items, pg.next))
 }
 async fn h_user_get(State(a): S, p: Principal, ps: Params) -> ApiResult<Json<pb::User>> {
     Ok(Json(a.svc.get_user(&p, ps.tenant(), ps.get("id")?).await?))
 }
-async fn h_user_create(State(a): S, p: Principal, ps: Params, Body(b, _): Body<pb::User>) -> ApiResult<(StatusCode, Json<pb::User>)> {
-    Ok((StatusCode::CREATED, Json(a.svc.create_user(&p, ps.tenant(), b).await?)))
+async fn h_user_create(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, _): Body<pb::User>,
+) -> ApiResult<(StatusCode, Json<pb::User>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(a.svc.create_user(&p, ps.tenant(), b).await?),
+    ))
 }
-async fn h_user_update(State(a): S, p: Principal, ps: Params, Body(b, keys): Body<pb::User>) -> ApiResult<Json<pb::User>> {
-    Ok(Json(a.svc.update_user(&p, ps.tenant(), ps.get("id")?, b, &keys).await?))
+async fn h_user_update(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, keys): Body<pb::User>,
+) -> ApiResult<Json<pb::User>> {
+    Ok(Json(
+        a.svc
+            .update_user(&p, ps.tenant(), ps.get("id")?, b, &keys)
+            .await?,
+    ))
 }
 async fn h_user_delete(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
     a.svc.delete_user(&p, ps.tenant(), ps.get("id")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn h_token_create(State(a): S, p: Principal, ps: Params, Body(mut b, _): Body<Value>) -> ApiResult<(StatusCode, Json<pb::RegistrationToken>)> {
+async fn h_token_create(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(mut b, _): Body<Value>,
+) -> ApiResult<(StatusCode, Json<pb::RegistrationToken>)> {
     // The body is a RegistrationToken plus an optional ttlSeconds.
     let ttl = match b.as_object_mut().and_then(|o| o.remove("ttlSeconds")) {
         None => 0,
-        Some(v) => v.as_u64().ok_or_else(|| ApiError::bad("ttlSeconds must be a positive integer"))?,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| ApiError::bad("ttlSeconds must be a positive integer"))?,
     };
     let t: pb::RegistrationToken =
         serde_json::from_value(b).map_err(|e| ApiError::bad(format!("invalid body: {e}")))?;
-    Ok((StatusCode::CREATED, Json(a.svc.create_token(&p, ps.get("tenant")?, t, ttl).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(a.svc.create_token(&p, ps.get("tenant")?, t, ttl).await?),
+    ))
 }
-async fn h_token_revoke(State(a): S, p: Principal, ps: Params) -> ApiResult<Json<pb::RegistrationToken>> {
-    Ok(Json(a.svc.revoke_token(&p, ps.get("tenant")?, ps.get("id")?).await?))
+async fn h_token_revoke(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+) -> ApiResult<Json<pb::RegistrationToken>> {
+    Ok(Json(
+        a.svc
+            .revoke_token(&p, ps.get("tenant")?, ps.get("id")?)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -410,7 +520,11 @@ struct VerifyBody {
     token: String,
 }
 
-async fn h_token_verify(State(a): S, Source(src): Source, Body(b, _): Body<VerifyBody>) -> ApiResult<Json<Value>> {
+async fn h_token_verify(
+    State(a): S,
+    Source(src): Source,
+    Body(b, _): Body<VerifyBody>,
+) -> ApiResult<Json<Value>> {
     a.registration_limit.take(&src)?;
     let c = a.svc.verify_token(&b.token).await?;
     Ok(Json(json!({
@@ -420,27 +534,68 @@ async fn h_token_verify(State(a): S, Source(src): Source, Body(b, _): Body<Verif
 }
 
 async fn h_addr_list(State(a): S, p: Principal, ps: Params, Query(q): Q) -> ApiResult<Json<Value>> {
-    let pg = a.svc.list_addresses(&p, ps.get("tenant")?, ps.get("cvlan")?, &q.page_token, q.size()).await?;
+    let pg = a
+        .svc
+        .list_addresses(
+            &p,
+            ps.get("tenant")?,
+            ps.get("cvlan")?,
+            &q.page_token,
+            q.size(),
+        )
+        .await?;
     Ok(page(pg.items, pg.next))
 }
-async fn h_addr_get(State(a): S, p: Principal, ps: Params) -> ApiResult<Json<pb::AddressReservation>> {
-    Ok(Json(a.svc.get_address(&p, ps.get("tenant")?, ps.get("cvlan")?, ps.get("id")?).await?))
+async fn h_addr_get(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+) -> ApiResult<Json<pb::AddressReservation>> {
+    Ok(Json(
+        a.svc
+            .get_address(&p, ps.get("tenant")?, ps.get("cvlan")?, ps.get("id")?)
+            .await?,
+    ))
 }
-async fn h_addr_create(State(a): S, p: Principal, ps: Params, Body(b, _): Body<pb::AddressReservation>) -> ApiResult<(StatusCode, Json<pb::AddressReservation>)> {
-    Ok((StatusCode::CREATED, Json(a.svc.create_address(&p, ps.get("tenant")?, ps.get("cvlan")?, b).await?)))
+async fn h_addr_create(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, _): Body<pb::AddressReservation>,
+) -> ApiResult<(StatusCode, Json<pb::AddressReservation>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            a.svc
+                .create_address(&p, ps.get("tenant")?, ps.get("cvlan")?, b)
+                .await?,
+        ),
+    ))
 }
 async fn h_addr_delete(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
-    a.svc.delete_address(&p, ps.get("tenant")?, ps.get("cvlan")?, ps.get("id")?).await?;
+    a.svc
+        .delete_address(&p, ps.get("tenant")?, ps.get("cvlan")?, ps.get("id")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn h_node_delete(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
-    a.svc.delete_node(&p, ps.get("tenant")?, ps.get("id")?).await?;
+    a.svc
+        .delete_node(&p, ps.get("tenant")?, ps.get("id")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn h_audit_list(State(a): S, p: Principal, ps: Params, Query(q): Q) -> ApiResult<Json<Value>> {
-    let pg = a.svc.list_audit(&p, ps.tenant(), q.audit_filter()?, &q.page_token, q.size()).await?;
+async fn h_audit_list(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Query(q): Q,
+) -> ApiResult<Json<Value>> {
+    let pg = a
+        .svc
+        .list_audit(&p, ps.tenant(), q.audit_filter()?, &q.page_token, q.size())
+        .await?;
     Ok(page(pg.items, pg.next))
 }
 
@@ -449,7 +604,11 @@ async fn h_audit_export(State(a): S, p: Principal, ps: Params, Query(q): Q) -> A
     let csv = match q.format.as_deref() {
         None | Some("jsonl") => false,
         Some("csv") => true,
-        Some(f) => return Err(ApiError::bad(format!("format must be jsonl or csv, not {f:?}"))),
+        Some(f) => {
+            return Err(ApiError::bad(format!(
+                "format must be jsonl or csv, not {f:?}"
+            )));
+        }
     };
     let f = q.audit_filter()?;
     let mut out = String::new();
@@ -458,11 +617,28 @@ async fn h_audit_export(State(a): S, p: Principal, ps: Params, Query(q): Q) -> A
     }
     let mut cursor = String::new();
     loop {
-        let pg = a.svc.list_audit(&p, ps.tenant(), f.clone(), &cursor, 1000).await?;
+        let pg = a
+            .svc
+            .list_audit(&p, ps.tenant(), f.clone(), &cursor, 1000)
+            .await?;
         for e in &pg.items {
             if csv {
-                let time = serde_json::to_value(&e.time).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                let cols = [&e.id, &time, &e.actor_id, &e.actor, &e.tenant_id, &e.action, &e.target_type, &e.target_id, &e.source_address, &e.summary];
+                let time = serde_json::to_value(&e.time)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let cols = [
+                    &e.id,
+                    &time,
+                    &e.actor_id,
+                    &e.actor,
+                    &e.tenant_id,
+                    &e.action,
+                    &e.target_type,
+                    &e.target_id,
+                    &e.source_address,
+                    &e.summary,
+                ];
                 let line: Vec<String> = cols.iter().map(|c| csv_field(c)).collect();
                 out.push_str(&line.join(","));
             } else {
@@ -475,13 +651,21 @@ async fn h_audit_export(State(a): S, p: Principal, ps: Params, Query(q): Q) -> A
         }
         cursor = pg.next;
     }
-    let ct = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    let ct = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
     Ok(([(header::CONTENT_TYPE, ct)], out).into_response())
 }
 
 /// RFC 4180 quoting, plus a leading quote for cells a spreadsheet would run as formulas.
 fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -514,7 +698,11 @@ async fn h_readyz(State(a): S) -> Response {
 
 async fn h_metrics(State(a): S) -> Response {
     match &a.metrics {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics disabled").into_response(),
     }
 }
@@ -547,69 +735,477 @@ struct Op {
 }
 
 const ADMIN: &[Mode] = &[Mode::All, Mode::Session];
-const DISC: &[Mode] = &[Mode::All, Mode::Discovery, Mode::Registration, Mode::Session];
+const DISC: &[Mode] = &[
+    Mode::All,
+    Mode::Discovery,
+    Mode::Registration,
+    Mode::Session,
+];
 const REG: &[Mode] = &[Mode::All, Mode::Registration];
 
-fn op(method: &'static str, path: impl Into<String>, summary: impl Into<String>, tag: &'static str, body: Option<&'static str>, out: Out, handler: MethodRouter<AppState>) -> Op {
-    Op { method, path: path.into(), summary: summary.into(), tag, body, out, modes: ADMIN, handler }
+fn op(
+    method: &'static str,
+    path: impl Into<String>,
+    summary: impl Into<String>,
+    tag: &'static str,
+    body: Option<&'static str>,
+    out: Out,
+    handler: MethodRouter<AppState>,
+) -> Op {
+    Op {
+        method,
+        path: path.into(),
+        summary: summary.into(),
+        tag,
+        body,
+        out,
+        modes: ADMIN,
+        handler,
+    }
 }
 
-fn crud<K: Kind>(ops: &mut Vec<Op>, base: &str, schema: &'static str, tag: &'static str, writable: bool) {
+fn crud<K: Kind>(
+    ops: &mut Vec<Op>,
+    base: &str,
+    schema: &'static str,
+    tag: &'static str,
+    writable: bool,
+) {
     let k = K::KIND;
     let item = format!("{base}/{{id}}");
-    ops.push(op("GET", base, format!("List {k}s"), tag, None, Out::List(schema), get(h_list::<K>)));
-    ops.push(op("GET", &item, format!("Get a {k} by id or name"), tag, None, Out::One(schema), get(h_get::<K>)));
+    ops.push(op(
+        "GET",
+        base,
+        format!("List {k}s"),
+        tag,
+        None,
+        Out::List(schema),
+        get(h_list::<K>),
+    ));
+    ops.push(op(
+        "GET",
+        &item,
+        format!("Get a {k} by id or name"),
+        tag,
+        None,
+        Out::One(schema),
+        get(h_get::<K>),
+    ));
     if writable {
-        ops.push(op("POST", base, format!("Create a {k}"), tag, Some(schema), Out::One(schema), post(h_create::<K>)));
-        ops.push(op("PATCH", &item, format!("Update the {k} fields present in the body"), tag, Some(schema), Out::One(schema), patch(h_update::<K>)));
+        ops.push(op(
+            "POST",
+            base,
+            format!("Create a {k}"),
+            tag,
+            Some(schema),
+            Out::One(schema),
+            post(h_create::<K>),
+        ));
+        ops.push(op(
+            "PATCH",
+            &item,
+            format!("Update the {k} fields present in the body"),
+            tag,
+            Some(schema),
+            Out::One(schema),
+            patch(h_update::<K>),
+        ));
     }
-    ops.push(op("DELETE", &item, format!("Delete a {k}"), tag, None, Out::None, delete(h_delete::<K>)));
+    ops.push(op(
+        "DELETE",
+        &item,
+        format!("Delete a {k}"),
+        tag,
+        None,
+        Out::None,
+        delete(h_delete::<K>),
+    ));
 }
 
 fn table() -> Vec<Op> {
     let t = "/api/v1/tenants/{tenant}";
     let mut v = vec![
-        Op { modes: DISC, ..op("POST", "/api/v1/auth/login", "Password login: returns a session token and sets the session cookie", "auth", Some("LoginRequest"), Out::One("LoginResponse"), post(h_login)) },
-        op("POST", "/api/v1/auth/logout", "End the current session", "auth", None, Out::None, post(h_logout)),
-        op("GET", "/api/v1/auth/whoami", "The caller", "auth", None, Out::One("WhoAmIResponse"), get(h_whoami)),
-        op("GET", "/api/v1/apikeys", "List your API keys", "auth", None, Out::List("ApiKey"), get(h_apikeys_list)),
-        op("POST", "/api/v1/apikeys", "Create an API key (returned once); body: name, role, ttlSeconds", "auth", Some("ApiKey"), Out::One("ApiKey"), post(h_apikeys_create)),
-        op("DELETE", "/api/v1/apikeys/{id}", "Delete an API key", "auth", None, Out::None, delete(h_apikeys_delete)),
-        op("GET", "/api/v1/tenants", "List tenants (superadmin: all; others: their own)", "tenants", None, Out::List("Tenant"), get(h_tenants_list)),
-        op("POST", "/api/v1/tenants", "Create a tenant (superadmin)", "tenants", Some("Tenant"), Out::One("Tenant"), post(h_create::<pb::Tenant>)),
-        op("GET", t, "Get a tenant by name or id", "tenants", None, Out::One("Tenant"), get(h_tenant_get)),
-        op("PATCH", t, "Update a tenant", "tenants", Some("Tenant"), Out::One("Tenant"), patch(h_tenant_update)),
-        op("DELETE", t, "Delete a tenant and everything in it (superadmin)", "tenants", None, Out::None, delete(h_tenant_delete)),
-        op("GET", "/api/v1/users", "List superadmins", "users", None, Out::List("User"), get(h_users_list)),
-        op("POST", "/api/v1/users", "Create a superadmin", "users", Some("User"), Out::One("User"), post(h_user_create)),
-        op("GET", "/api/v1/users/{id}", "Get a superadmin", "users", None, Out::One("User"), get(h_user_get)),
-        op("PATCH", "/api/v1/users/{id}", "Update a superadmin", "users", Some("User"), Out::One("User"), patch(h_user_update)),
-        op("DELETE", "/api/v1/users/{id}", "Delete a superadmin", "users", None, Out::None, delete(h_user_delete)),
-        op("GET", format!("{t}/users"), "List users", "users", None, Out::List("User"), get(h_users_list)),
-        op("POST", format!("{t}/users"), "Create a user (password is write-only)", "users", Some("User"), Out::One("User"), post(h_user_create)),
-        op("GET", format!("{t}/users/{{id}}"), "Get a user by id or email", "users", None, Out::One("User"), get(h_user_get)),
-        op("PATCH", format!("{t}/users/{{id}}"), "Update a user", "users", Some("User"), Out::One("User"), patch(h_user_update)),
-        op("DELETE", format!("{t}/users/{{id}}"), "Delete a user", "users", None, Out::None, delete(h_user_delete)),
-        op("GET", format!("{t}/nodes"), "List nodes", "nodes", None, Out::List("Node"), get(h_list::<pb::Node>)),
-        op("GET", format!("{t}/nodes/{{id}}"), "Get a node", "nodes", None, Out::One("Node"), get(h_get::<pb::Node>)),
-        op("PATCH", format!("{t}/nodes/{{id}}"), "Rename or retag a node", "nodes", Some("Node"), Out::One("Node"), patch(h_update::<pb::Node>)),
-        op("DELETE", format!("{t}/nodes/{{id}}"), "Delete a node and release its addresses", "nodes", None, Out::None, delete(h_node_delete)),
-        op("GET", format!("{t}/tokens"), "List registration tokens (never the token strings)", "tokens", None, Out::List("RegistrationToken"), get(h_list::<pb::RegistrationToken>)),
-        op("POST", format!("{t}/tokens"), "Create a registration token (shown once); body also takes ttlSeconds", "tokens", Some("RegistrationToken"), Out::One("RegistrationToken"), post(h_token_create)),
-        op("GET", format!("{t}/tokens/{{id}}"), "Get a registration token", "tokens", None, Out::One("RegistrationToken"), get(h_get::<pb::RegistrationToken>)),
-        op("POST", format!("{t}/tokens/{{id}}/revoke"), "Revoke a registration token", "tokens", None, Out::One("RegistrationToken"), post(h_token_revoke)),
-        op("DELETE", format!("{t}/tokens/{{id}}"), "Delete a registration token", "tokens", None, Out::None, delete(h_delete::<pb::RegistrationToken>)),
-        Op { modes: REG, ..op("POST", "/api/v1/tokens/verify", "Check a registration token (signature and expiry offline, then revocation)", "tokens", None, Out::Text, post(h_token_verify)) },
-        op("GET", format!("{t}/cvlans/{{cvlan}}/addresses"), "List address reservations", "addresses", None, Out::List("AddressReservation"), get(h_addr_list)),
-        op("POST", format!("{t}/cvlans/{{cvlan}}/addresses"), "Reserve an address (the requested one or the lowest free)", "addresses", Some("AddressReservation"), Out::One("AddressReservation"), post(h_addr_create)),
-        op("GET", format!("{t}/cvlans/{{cvlan}}/addresses/{{id}}"), "Get a reservation by id or address", "addresses", None, Out::One("AddressReservation"), get(h_addr_get)),
-        op("DELETE", format!("{t}/cvlans/{{cvlan}}/addresses/{{id}}"), "Release a reservation", "addresses", None, Out::None, delete(h_addr_delete)),
-        op("GET", format!("{t}/audit"), "List the tenant's audit events, newest first", "audit", None, Out::List("AuditEvent"), get(h_audit_list)),
-        op("GET", format!("{t}/audit/export"), "Export the tenant's audit events (format=jsonl|csv)", "audit", None, Out::Text, get(h_audit_export)),
-        op("GET", "/api/v1/audit", "List every audit event (superadmin)", "audit", None, Out::List("AuditEvent"), get(h_audit_list)),
-        op("GET", "/api/v1/audit/export", "Export every audit event (superadmin; format=jsonl|csv)", "audit", None, Out::Text, get(h_audit_export)),
-        Op { modes: DISC, ..op("GET", "/api/v1/discovery", "Where to register and where to hold sessions", "system", None, Out::Text, get(h_discovery)) },
-        Op { modes: DISC, ..op("GET", "/api/v1/openapi.json", "This document", "system", None, Out::Text, get(h_openapi)) },
+        Op {
+            modes: DISC,
+            ..op(
+                "POST",
+                "/api/v1/auth/login",
+                "Password login: returns a session token and sets the session cookie",
+                "auth",
+                Some("LoginRequest"),
+                Out::One("LoginResponse"),
+                post(h_login),
+            )
+        },
+        op(
+            "POST",
+            "/api/v1/auth/logout",
+            "End the current session",
+            "auth",
+            None,
+            Out::None,
+            post(h_logout),
+        ),
+        op(
+            "GET",
+            "/api/v1/auth/whoami",
+            "The caller",
+            "auth",
+            None,
+            Out::One("WhoAmIResponse"),
+            get(h_whoami),
+        ),
+        op(
+            "GET",
+            "/api/v1/apikeys",
+            "List your API keys",
+            "auth",
+            None,
+            Out::List("ApiKey"),
+            get(h_apikeys_list),
+        ),
+        op(
+            "POST",
+            "/api/v1/apikeys",
+            "Create an API key (returned once); body: name, role, ttlSeconds",
+            "auth",
+            Some("ApiKey"),
+            Out::One("ApiKey"),
+            post(h_apikeys_create),
+        ),
+        op(
+            "DELETE",
+            "/api/v1/apikeys/{id}",
+            "Delete an API key",
+            "auth",
+            None,
+            Out::None,
+            delete(h_apikeys_delete),
+        ),
+        op(
+            "GET",
+            "/api/v1/tenants",
+            "List tenants (superadmin: all; others: their own)",
+            "tenants",
+            None,
+            Out::List("Tenant"),
+            get(h_tenants_list),
+        ),
+        op(
+            "POST",
+            "/api/v1/tenants",
+            "Create a tenant (superadmin)",
+            "tenants",
+            Some("Tenant"),
+            Out::One("Tenant"),
+            post(h_create::<pb::Tenant>),
+        ),
+        op(
+            "GET",
+            t,
+            "Get a tenant by name or id",
+            "tenants",
+            None,
+            Out::One("Tenant"),
+            get(h_tenant_get),
+        ),
+        op(
+            "PATCH",
+            t,
+            "Update a tenant",
+            "tenants",
+            Some("Tenant"),
+            Out::One("Tenant"),
+            patch(h_tenant_update),
+        ),
+        op(
+            "DELETE",
+            t,
+            "Delete a tenant and everything in it (superadmin)",
+            "tenants",
+            None,
+            Out::None,
+            delete(h_tenant_delete),
+        ),
+        op(
+            "GET",
+            "/api/v1/users",
+            "List superadmins",
+            "users",
+            None,
+            Out::List("User"),
+            get(h_users_list),
+        ),
+        op(
+            "POST",
+            "/api/v1/users",
+            "Create a superadmin",
+            "users",
+            Some("User"),
+            Out::One("User"),
+            post(h_user_create),
+        ),
+        op(
+            "GET",
+            "/api/v1/users/{id}",
+            "Get a superadmin",
+            "users",
+            None,
+            Out::One("User"),
+            get(h_user_get),
+        ),
+        op(
+            "PATCH",
+            "/api/v1/users/{id}",
+            "Update a superadmin",
+            "users",
+            Some("User"),
+            Out::One("User"),
+            patch(h_user_update),
+        ),
+        op(
+            "DELETE",
+            "/api/v1/users/{id}",
+            "Delete a superadmin",
+            "users",
+            None,
+            Out::None,
+            delete(h_user_delete),
+        ),
+        op(
+            "GET",
+            format!("{t}/users"),
+            "List users",
+            "users",
+            None,
+            Out::List("User"),
+            get(h_users_list),
+        ),
+        op(
+            "POST",
+            format!("{t}/users"),
+            "Create a user (password is write-only)",
+            "users",
+            Some("User"),
+            Out::One("User"),
+            post(h_user_create),
+        ),
+        op(
+            "GET",
+            format!("{t}/users/{{id}}"),
+            "Get a user by id or email",
+            "users",
+            None,
+            Out::One("User"),
+            get(h_user_get),
+        ),
+        op(
+            "PATCH",
+            format!("{t}/users/{{id}}"),
+            "Update a user",
+            "users",
+            Some("User"),
+            Out::One("User"),
+            patch(h_user_update),
+        ),
+        op(
+            "DELETE",
+            format!("{t}/users/{{id}}"),
+            "Delete a user",
+            "users",
+            None,
+            Out::None,
+            delete(h_user_delete),
+        ),
+        op(
+            "GET",
+            format!("{t}/nodes"),
+            "List nodes",
+            "nodes",
+            None,
+            Out::List("Node"),
+            get(h_list::<pb::Node>),
+        ),
+        op(
+            "GET",
+            format!("{t}/nodes/{{id}}"),
+            "Get a node",
+            "nodes",
+            None,
+            Out::One("Node"),
+            get(h_get::<pb::Node>),
+        ),
+        op(
+            "PATCH",
+            format!("{t}/nodes/{{id}}"),
+            "Rename or retag a node",
+            "nodes",
+            Some("Node"),
+            Out::One("Node"),
+            patch(h_update::<pb::Node>),
+        ),
+        op(
+            "DELETE",
+            format!("{t}/nodes/{{id}}"),
+            "Delete a node and release its addresses",
+            "nodes",
+            None,
+            Out::None,
+            delete(h_node_delete),
+        ),
+        op(
+            "GET",
+            format!("{t}/tokens"),
+            "List registration tokens (never the token strings)",
+            "tokens",
+            None,
+            Out::List("RegistrationToken"),
+            get(h_list::<pb::RegistrationToken>),
+        ),
+        op(
+            "POST",
+            format!("{t}/tokens"),
+            "Create a registration token (shown once); body also takes ttlSeconds",
+            "tokens",
+            Some("RegistrationToken"),
+            Out::One("RegistrationToken"),
+            post(h_token_create),
+        ),
+        op(
+            "GET",
+            format!("{t}/tokens/{{id}}"),
+            "Get a registration token",
+            "tokens",
+            None,
+            Out::One("RegistrationToken"),
+            get(h_get::<pb::RegistrationToken>),
+        ),
+        op(
+            "POST",
+            format!("{t}/tokens/{{id}}/revoke"),
+            "Revoke a registration token",
+            "tokens",
+            None,
+            Out::One("RegistrationToken"),
+            post(h_token_revoke),
+        ),
+        op(
+            "DELETE",
+            format!("{t}/tokens/{{id}}"),
+            "Delete a registration token",
+            "tokens",
+            None,
+            Out::None,
+            delete(h_delete::<pb::RegistrationToken>),
+        ),
+        Op {
+            modes: REG,
+            ..op(
+                "POST",
+                "/api/v1/tokens/verify",
+                "Check a registration token (signature and expiry offline, then revocation)",
+                "tokens",
+                None,
+                Out::Text,
+                post(h_token_verify),
+            )
+        },
+        op(
+            "GET",
+            format!("{t}/cvlans/{{cvlan}}/addresses"),
+            "List address reservations",
+            "addresses",
+            None,
+            Out::List("AddressReservation"),
+            get(h_addr_list),
+        ),
+        op(
+            "POST",
+            format!("{t}/cvlans/{{cvlan}}/addresses"),
+            "Reserve an address (the requested one or the lowest free)",
+            "addresses",
+            Some("AddressReservation"),
+            Out::One("AddressReservation"),
+            post(h_addr_create),
+        ),
+        op(
+            "GET",
+            format!("{t}/cvlans/{{cvlan}}/addresses/{{id}}"),
+            "Get a reservation by id or address",
+            "addresses",
+            None,
+            Out::One("AddressReservation"),
+            get(h_addr_get),
+        ),
+        op(
+            "DELETE",
+            format!("{t}/cvlans/{{cvlan}}/addresses/{{id}}"),
+            "Release a reservation",
+            "addresses",
+            None,
+            Out::None,
+            delete(h_addr_delete),
+        ),
+        op(
+            "GET",
+            format!("{t}/audit"),
+            "List the tenant's audit events, newest first",
+            "audit",
+            None,
+            Out::List("AuditEvent"),
+            get(h_audit_list),
+        ),
+        op(
+            "GET",
+            format!("{t}/audit/export"),
+            "Export the tenant's audit events (format=jsonl|csv)",
+            "audit",
+            None,
+            Out::Text,
+            get(h_audit_export),
+        ),
+        op(
+            "GET",
+            "/api/v1/audit",
+            "List every audit event (superadmin)",
+            "audit",
+            None,
+            Out::List("AuditEvent"),
+            get(h_audit_list),
+        ),
+        op(
+            "GET",
+            "/api/v1/audit/export",
+            "Export every audit event (superadmin; format=jsonl|csv)",
+            "audit",
+            None,
+            Out::Text,
+            get(h_audit_export),
+        ),
+        Op {
+            modes: DISC,
+            ..op(
+                "GET",
+                "/api/v1/discovery",
+                "Where to register and where to hold sessions",
+                "system",
+                None,
+                Out::Text,
+                get(h_discovery),
+            )
+        },
+        Op {
+            modes: DISC,
+            ..op(
+                "GET",
+                "/api/v1/openapi.json",
+                "This document",
+                "system",
+                None,
+                Out::Text,
+                get(h_openapi),
+            )
+        },
     ];
     crud::<pb::Cvlan>(&mut v, &format!("{t}/cvlans"), "Cvlan", "cvlans", true);
     crud::<pb::Group>(&mut v, &format!("{t}/groups"), "Group", "groups", true);
@@ -624,7 +1220,9 @@ fn table() -> Vec<Op> {
 pub fn openapi() -> Value {
     use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
     use utoipa::openapi::request_body::RequestBodyBuilder;
-    use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, ResponseBuilder};
+    use utoipa::openapi::{
+        ContentBuilder, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, ResponseBuilder,
+    };
 
     let mut paths = PathsBuilder::new();
     for o in table() {
@@ -634,26 +1232,62 @@ pub fn openapi() -> Value {
             "PATCH" => HttpMethod::Patch,
             _ => HttpMethod::Delete,
         };
-        let mut b = OperationBuilder::new().summary(Some(o.summary.clone())).tag(o.tag).operation_id(Some(format!(
-            "{}_{}",
-            o.method.to_lowercase(),
-            o.path.trim_start_matches("/api/v1/").replace(['/', '{', '}'], "_")
-        )));
+        let mut b = OperationBuilder::new()
+            .summary(Some(o.summary.clone()))
+            .tag(o.tag)
+            .operation_id(Some(format!(
+                "{}_{}",
+                o.method.to_lowercase(),
+                o.path
+                    .trim_start_matches("/api/v1/")
+                    .replace(['/', '{', '}'], "_")
+            )));
         if let Some(s) = o.body {
             b = b.request_body(Some(
                 RequestBodyBuilder::new()
-                    .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(s))).build())
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(s)))
+                            .build(),
+                    )
                     .build(),
             ));
         }
-        let ok = if o.method == "POST" && !matches!(o.out, Out::Text) && o.body.is_some() { "201" } else { "200" };
+        let ok = if o.method == "POST" && !matches!(o.out, Out::Text) && o.body.is_some() {
+            "201"
+        } else {
+            "200"
+        };
         b = match o.out {
-            Out::One(s) => b.response(ok, ResponseBuilder::new().description("OK").content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(s))).build()).build()),
-            Out::List(s) => b.response(ok, ResponseBuilder::new().description(format!("A page of {s}: {{items, nextPageToken}}")).build()),
+            Out::One(s) => b.response(
+                ok,
+                ResponseBuilder::new()
+                    .description("OK")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(s)))
+                            .build(),
+                    )
+                    .build(),
+            ),
+            Out::List(s) => b.response(
+                ok,
+                ResponseBuilder::new()
+                    .description(format!("A page of {s}: {{items, nextPageToken}}"))
+                    .build(),
+            ),
             Out::None => b.response("204", ResponseBuilder::new().description("Done").build()),
             Out::Text => b.response("200", ResponseBuilder::new().description("OK").build()),
         };
-        for (code, d) in [("400", "Invalid input"), ("401", "Not signed in"), ("403", "Role does not allow this"), ("404", "Not found (or another tenant's)"), ("409", "Conflict or exhausted")] {
+        for (code, d) in [
+            ("400", "Invalid input"),
+            ("401", "Not signed in"),
+            ("403", "Role does not allow this"),
+            ("404", "Not found (or another tenant's)"),
+            ("409", "Conflict or exhausted"),
+        ] {
             b = b.response(code, ResponseBuilder::new().description(d).build());
         }
         paths = paths.path(o.path.clone(), PathItem::new(method, b.build()));
@@ -680,7 +1314,8 @@ async fn track(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     metrics::counter!("cvlan_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("cvlan_http_request_seconds", "route" => route).record(start.elapsed().as_secs_f64());
+    metrics::histogram!("cvlan_http_request_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
     res
 }
 

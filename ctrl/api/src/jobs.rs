@@ -29,14 +29,20 @@ pub async fn run_due(svc: &Service, owner: &str) -> anyhow::Result<Vec<&'static 
                 format!("error: {e}")
             }
         };
-        svc.store.finish_job(AUDIT_RETENTION, owner, DAY, &status).await?;
+        svc.store
+            .finish_job(AUDIT_RETENTION, owner, DAY, &status)
+            .await?;
         ran.push(AUDIT_RETENTION);
     }
     Ok(ran)
 }
 
 /// Polls for due jobs every `every` until the shutdown signal flips.
-pub async fn scheduler(svc: Arc<Service>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn scheduler(
+    svc: Arc<Service>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let owner = format!("{}-{}", std::process::id(), cvlan_store::entity::new_id());
     loop {
         if let Err(e) = run_due(&svc, &owner).await {

@@ -65,14 +65,20 @@ pub fn json_fields<T>() -> HashSet<&'static str> {
             .map(|m| {
                 m.iter()
                     .map(|(k, s)| {
-                        let props = s["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                        let props = s["properties"]
+                            .as_object()
+                            .map(|p| p.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
                         (k.clone(), props)
                     })
                     .collect()
             })
             .unwrap_or_default()
     });
-    let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or_default();
+    let name = std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or_default();
     all.get(name).cloned().unwrap_or_default()
 }
 
@@ -100,10 +106,14 @@ pub fn check_name(field: &str, s: &str) -> ApiResult<()> {
 /// Bounded free text.
 pub fn check_text(field: &str, s: &str, max: usize) -> ApiResult<()> {
     if s.chars().count() > max {
-        return Err(ApiError::bad(format!("{field} is longer than {max} characters")));
+        return Err(ApiError::bad(format!(
+            "{field} is longer than {max} characters"
+        )));
     }
     if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(ApiError::bad(format!("{field} contains control characters")));
+        return Err(ApiError::bad(format!(
+            "{field} contains control characters"
+        )));
     }
     Ok(())
 }
@@ -127,9 +137,12 @@ fn check_tags(tags: &[String]) -> ApiResult<()> {
 }
 
 fn check_cidr(field: &str, s: &str) -> ApiResult<IpNet> {
-    let n: IpNet = s
-        .parse()
-        .map_err(|_| ApiError::bad(format!("{field}: {:?} is not a valid CIDR prefix", truncate(s))))?;
+    let n: IpNet = s.parse().map_err(|_| {
+        ApiError::bad(format!(
+            "{field}: {:?} is not a valid CIDR prefix",
+            truncate(s)
+        ))
+    })?;
     if n.trunc() != n {
         return Err(ApiError::bad(format!(
             "{field}: {s} has host bits set (did you mean {}?)",
@@ -147,13 +160,17 @@ fn check_endpoint(field: &str, s: &str) -> ApiResult<()> {
         || s.rsplit_once(':').is_some_and(|(h, p)| {
             !h.is_empty()
                 && h.len() <= 253
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
                 && p.parse::<u16>().is_ok_and(|p| p > 0)
         });
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad(format!("{field} must be host:port (got {:?})", truncate(s))))
+        Err(ApiError::bad(format!(
+            "{field} must be host:port (got {:?})",
+            truncate(s)
+        )))
     }
 }
 
@@ -164,14 +181,16 @@ fn check_wg_key(field: &str, s: &str) -> ApiResult<()> {
     }
     match base64::engine::general_purpose::STANDARD.decode(s) {
         Ok(b) if b.len() == 32 => Ok(()),
-        _ => Err(ApiError::bad(format!("{field} must be a base64 32-byte WireGuard key"))),
+        _ => Err(ApiError::bad(format!(
+            "{field} must be a base64 32-byte WireGuard key"
+        ))),
     }
 }
 
 async fn exists<E: Entity>(c: &mut AnyConnection, scope: Scope<'_>, key: &str) -> ApiResult<E> {
-    entity::find::<E>(c, scope, key).await?.ok_or_else(|| {
-        ApiError::bad(format!("{} {:?} does not exist", E::KIND, truncate(key)))
-    })
+    entity::find::<E>(c, scope, key)
+        .await?
+        .ok_or_else(|| ApiError::bad(format!("{} {:?} does not exist", E::KIND, truncate(key))))
 }
 
 /// Fills a missing IPv6 ULA prefix with a random fdXX:…::/64 (RFC 4193 global id).
@@ -200,7 +219,12 @@ impl Kind for pb::Cvlan {
     const RES: Resource = Resource::Cvlan;
     const GLOBAL: bool = false;
     // Renumbering a CVLAN would strand every allocated address.
-    const IMMUTABLE: &'static [&'static str] = &["ipv4Prefix", "ipv6Prefix", "addressesUsed", "addressesTotal"];
+    const IMMUTABLE: &'static [&'static str] = &[
+        "ipv4Prefix",
+        "ipv6Prefix",
+        "addressesUsed",
+        "addressesTotal",
+    ];
     fn on_create(&mut self, id: String, t: &str) {
         self.id = id;
         self.tenant_id = t.to_string();
@@ -224,7 +248,9 @@ impl Kind for pb::Cvlan {
         })?;
         check_cidr("ipv4Prefix", &self.ipv4_prefix)?;
         if !(8..=30).contains(&v4.prefix_len()) {
-            return Err(ApiError::bad("ipv4Prefix length must be between /8 and /30"));
+            return Err(ApiError::bad(
+                "ipv4Prefix length must be between /8 and /30",
+            ));
         }
         let v6: Ipv6Net = self.ipv6_prefix.parse().map_err(|_| {
             ApiError::bad(format!(
@@ -234,7 +260,9 @@ impl Kind for pb::Cvlan {
         })?;
         check_cidr("ipv6Prefix", &self.ipv6_prefix)?;
         if v6.network().segments()[0] & 0xfe00 != 0xfc00 {
-            return Err(ApiError::bad("ipv6Prefix must be a unique local (fc00::/7) prefix"));
+            return Err(ApiError::bad(
+                "ipv6Prefix must be a unique local (fc00::/7) prefix",
+            ));
         }
         if v6.prefix_len() > 128 - (32 - u32::from(v4.prefix_len())) as u8 {
             return Err(ApiError::bad(
@@ -339,7 +367,8 @@ impl Kind for pb::Group {
     }
     fn before_delete<'a>(&'a self, c: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<()>> {
         Box::pin(async move {
-            let policies = entity::list_all::<pb::Policy>(c, Scope::Tenant(&self.tenant_id)).await?;
+            let policies =
+                entity::list_all::<pb::Policy>(c, Scope::Tenant(&self.tenant_id)).await?;
             for p in policies {
                 let uses = p.rules.iter().flat_map(|r| r.sources.iter().chain(&r.destinations)).any(
                     |s| matches!(&s.selector, Some(pb::selector::Selector::Group(g)) if *g == self.id || *g == self.name),
@@ -372,7 +401,9 @@ impl Kind for pb::Policy {
         for (i, r) in self.rules.iter().enumerate() {
             let at = |m: &str| ApiError::bad(format!("rules[{i}]: {m}"));
             if r.sources.is_empty() || r.destinations.is_empty() {
-                return Err(at("sources and destinations must not be empty (use {\"any\": true})"));
+                return Err(at(
+                    "sources and destinations must not be empty (use {\"any\": true})",
+                ));
             }
             for s in r.sources.iter().chain(&r.destinations) {
                 match &s.selector {
@@ -440,7 +471,15 @@ impl Kind for pb::Node {
     const RES: Resource = Resource::Node;
     const GLOBAL: bool = false;
     const IMMUTABLE: &'static [&'static str] = &[
-        "cvlanId", "wgPublicKey", "ipv4", "ipv6", "ephemeral", "online", "lastSeen", "endpoints", "os",
+        "cvlanId",
+        "wgPublicKey",
+        "ipv4",
+        "ipv6",
+        "ephemeral",
+        "online",
+        "lastSeen",
+        "endpoints",
+        "os",
     ];
     fn on_create(&mut self, id: String, t: &str) {
         self.id = id;
@@ -461,7 +500,15 @@ impl Kind for pb::RegistrationToken {
     const GLOBAL: bool = false;
     // Tokens are signed claims: nothing about them changes except revocation.
     const IMMUTABLE: &'static [&'static str] = &[
-        "cvlanId", "reusable", "ephemeral", "tags", "expiresAt", "revoked", "uses", "token", "description",
+        "cvlanId",
+        "reusable",
+        "ephemeral",
+        "tags",
+        "expiresAt",
+        "revoked",
+        "uses",
+        "token",
+        "description",
     ];
     fn on_create(&mut self, id: String, t: &str) {
         self.id = id;
@@ -579,7 +626,16 @@ mod tests {
         for ok in ["a", "acme", "lab-1", "x0"] {
             check_name("name", ok).unwrap();
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64), "0190a0b1-2c3d-7e4f-8a9b-0c1d2e3f4a5b"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            &"x".repeat(64),
+            "0190a0b1-2c3d-7e4f-8a9b-0c1d2e3f4a5b",
+        ] {
             assert!(check_name("name", bad).is_err(), "{bad}");
         }
     }
@@ -603,10 +659,17 @@ mod tests {
         assert!(cv("10.20.0.0/33", "").check().is_err());
         assert!(cv("nonsense", "").check().is_err());
         assert!(cv("10.0.0.0/4", "").check().is_err());
-        let e = cv("10.20.0.0/24", "2001:db8::/64").check().unwrap_err().to_string();
+        let e = cv("10.20.0.0/24", "2001:db8::/64")
+            .check()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unique local"), "{e}");
         let generated = cv("10.20.0.0/24", "");
-        assert!(generated.ipv6_prefix.starts_with("fd"), "{}", generated.ipv6_prefix);
+        assert!(
+            generated.ipv6_prefix.starts_with("fd"),
+            "{}",
+            generated.ipv6_prefix
+        );
         generated.check().unwrap();
     }
 
@@ -615,7 +678,9 @@ mod tests {
         let rule = |proto: pb::Protocol, first: u32, last: u32| pb::Policy {
             name: "p".into(),
             rules: vec![pb::Rule {
-                sources: vec![pb::Selector { selector: Some(pb::selector::Selector::Any(true)) }],
+                sources: vec![pb::Selector {
+                    selector: Some(pb::selector::Selector::Any(true)),
+                }],
                 destinations: vec![pb::Selector {
                     selector: Some(pb::selector::Selector::Cidr("10.0.0.0/8".into())),
                 }],

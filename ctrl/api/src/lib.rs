@@ -40,7 +40,11 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 ///
 /// # Errors
 /// Database errors while loading keys.
-pub async fn build_app(store: Arc<cvlan_store::Store>, mode: Mode, config: service::Config) -> ApiResult<AppState> {
+pub async fn build_app(
+    store: Arc<cvlan_store::Store>,
+    mode: Mode,
+    config: service::Config,
+) -> ApiResult<AppState> {
     let svc = Arc::new(Service::new(store, config).await?);
     Ok(Arc::new(App {
         svc,

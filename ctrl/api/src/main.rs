@@ -13,7 +13,11 @@ use cvlan_api::{server, service};
 use serde::Deserialize;
 
 #[derive(Parser)]
-#[command(name = "cvlan-api", version, about = "CloudVLAN control plane: REST + gRPC admin API over SQLite or PostgreSQL")]
+#[command(
+    name = "cvlan-api",
+    version,
+    about = "CloudVLAN control plane: REST + gRPC admin API over SQLite or PostgreSQL"
+)]
 struct Cli {
     /// TOML config file; flags and CVLAN_* environment variables override it.
     #[arg(long, global = true, env = "CVLAN_CONFIG")]
@@ -25,8 +29,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(clap::Args, Default, Deserialize, Clone)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(clap::Args, Default, Clone)]
 struct Common {
     /// Directory for the SQLite database (and future state); created if missing.
     #[arg(long, env = "CVLAN_DATA_DIR")]
@@ -36,11 +39,9 @@ struct Common {
     database_url: Option<String>,
 }
 
-#[derive(clap::Args, Default, Deserialize, Clone)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(clap::Args, Default, Clone)]
 struct Serve {
     #[command(flatten)]
-    #[serde(flatten)]
     common: Common,
     /// Address to listen on for REST and gRPC.
     #[arg(long, env = "CVLAN_LISTEN")]
@@ -56,15 +57,20 @@ struct Serve {
     tls_key: Option<PathBuf>,
     /// Trust X-Forwarded-For (only behind your own proxy).
     #[arg(long, env = "CVLAN_TRUST_FORWARDED")]
-    #[serde(default)]
     trust_forwarded: bool,
     /// Registration tier URL(s) handed out by discovery (repeatable).
-    #[arg(long = "advertise-registration", env = "CVLAN_ADVERTISE_REGISTRATION", value_delimiter = ',')]
-    #[serde(default)]
+    #[arg(
+        long = "advertise-registration",
+        env = "CVLAN_ADVERTISE_REGISTRATION",
+        value_delimiter = ','
+    )]
     advertise_registration: Vec<String>,
     /// Session tier URL(s) handed out by discovery (repeatable).
-    #[arg(long = "advertise-session", env = "CVLAN_ADVERTISE_SESSION", value_delimiter = ',')]
-    #[serde(default)]
+    #[arg(
+        long = "advertise-session",
+        env = "CVLAN_ADVERTISE_SESSION",
+        value_delimiter = ','
+    )]
     advertise_session: Vec<String>,
     /// Audit retention in days.
     #[arg(long, env = "CVLAN_AUDIT_RETENTION_DAYS")]
@@ -93,11 +99,49 @@ enum Cmd {
     },
 }
 
+/// The `[serve]` table of the config file: the same settings as the flags.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileServe {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    mode: Option<Mode>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    trust_forwarded: bool,
+    #[serde(default)]
+    advertise_registration: Vec<String>,
+    #[serde(default)]
+    advertise_session: Vec<String>,
+    audit_retention_days: Option<i64>,
+}
+
+impl From<FileServe> for Serve {
+    fn from(f: FileServe) -> Self {
+        Serve {
+            common: Common {
+                data_dir: f.data_dir,
+                database_url: f.database_url,
+            },
+            listen: f.listen,
+            mode: f.mode,
+            tls_cert: f.tls_cert,
+            tls_key: f.tls_key,
+            trust_forwarded: f.trust_forwarded,
+            advertise_registration: f.advertise_registration,
+            advertise_session: f.advertise_session,
+            audit_retention_days: f.audit_retention_days,
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
-    serve: Serve,
+    serve: FileServe,
     #[serde(default, rename = "log-format")]
     log_format: Option<String>,
 }
@@ -106,8 +150,12 @@ fn database_url(c: &Common) -> anyhow::Result<String> {
     if let Some(u) = &c.database_url {
         return Ok(u.clone());
     }
-    let dir = c.data_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/cvlan"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let dir = c
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/cvlan"));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
     Ok(format!("sqlite://{}", dir.join("cvlan.db").display()))
 }
 
@@ -119,9 +167,12 @@ fn redact(url: &str) -> String {
 }
 
 fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CVLAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CVLAN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn")
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().flatten_event(true).init();
     } else {
@@ -140,8 +191,16 @@ fn merge(flag: Serve, file: Serve) -> Serve {
         tls_cert: flag.tls_cert.or(file.tls_cert),
         tls_key: flag.tls_key.or(file.tls_key),
         trust_forwarded: flag.trust_forwarded || file.trust_forwarded,
-        advertise_registration: if flag.advertise_registration.is_empty() { file.advertise_registration } else { flag.advertise_registration },
-        advertise_session: if flag.advertise_session.is_empty() { file.advertise_session } else { flag.advertise_session },
+        advertise_registration: if flag.advertise_registration.is_empty() {
+            file.advertise_registration
+        } else {
+            flag.advertise_registration
+        },
+        advertise_session: if flag.advertise_session.is_empty() {
+            file.advertise_session
+        } else {
+            flag.advertise_session
+        },
         audit_retention_days: flag.audit_retention_days.or(file.audit_retention_days),
     }
 }
@@ -150,37 +209,63 @@ fn merge(flag: Serve, file: Serve) -> Serve {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let file: FileConfig = match &cli.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
         None => FileConfig::default(),
     };
-    init_logs(cli.log_format.as_deref().or(file.log_format.as_deref()).unwrap_or("text"));
+    init_logs(
+        cli.log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .unwrap_or("text"),
+    );
     match cli.cmd {
         Cmd::Migrate { common } => {
             let url = database_url(&common)?;
-            let store = cvlan_store::Store::open(&url).await.with_context(|| format!("opening {}", redact(&url)))?;
+            let store = cvlan_store::Store::open(&url)
+                .await
+                .with_context(|| format!("opening {}", redact(&url)))?;
             store.close().await;
             tracing::info!("migrations applied");
         }
-        Cmd::CreateAdmin { common, email, password } => {
+        Cmd::CreateAdmin {
+            common,
+            email,
+            password,
+        } => {
             let url = database_url(&common)?;
-            let store = Arc::new(cvlan_store::Store::open(&url).await.with_context(|| format!("opening {}", redact(&url)))?);
+            let store = Arc::new(
+                cvlan_store::Store::open(&url)
+                    .await
+                    .with_context(|| format!("opening {}", redact(&url)))?,
+            );
             let svc = service::Service::new(store.clone(), service::Config::default()).await?;
-            let u = svc.bootstrap_superadmin(&email, Secret(password)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let u = svc
+                .bootstrap_superadmin(&email, Secret(password))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             store.close().await;
             tracing::info!(user_id = %u.id, "superadmin ready");
         }
         Cmd::Serve(flags) => {
-            let s = merge(flags, file.serve);
+            let s = merge(flags, file.serve.into());
             let url = database_url(&s.common)?;
-            let listen = s.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let listen = s
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
             let mode = s.mode.unwrap_or(Mode::All);
             let tls = match (&s.tls_cert, &s.tls_key) {
                 (Some(c), Some(k)) => Some(server::tls_config(c, k)?),
                 (None, None) => None,
                 _ => bail!("--tls-cert and --tls-key go together"),
             };
-            let store = Arc::new(cvlan_store::Store::open(&url).await.with_context(|| format!("opening {}", redact(&url)))?);
+            let store = Arc::new(
+                cvlan_store::Store::open(&url)
+                    .await
+                    .with_context(|| format!("opening {}", redact(&url)))?,
+            );
             let mut cfg = service::Config::default();
             if let Some(d) = s.audit_retention_days {
                 if d < 1 {
@@ -188,22 +273,39 @@ async fn main() -> anyhow::Result<()> {
                 }
                 cfg.audit_retention_days = d;
             }
-            let app = cvlan_api::build_app(store.clone(), mode, cfg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let app = cvlan_api::build_app(store.clone(), mode, cfg)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             let own = format!("{scheme}://{listen}");
             let app = {
-                let mut a = Arc::try_unwrap(app).map_err(|_| anyhow::anyhow!("app state shared early"))?;
+                let mut a =
+                    Arc::try_unwrap(app).map_err(|_| anyhow::anyhow!("app state shared early"))?;
                 a.secure_cookies = tls.is_some();
                 a.trust_forwarded = s.trust_forwarded;
                 a.advertise = Advertise {
-                    registration: if s.advertise_registration.is_empty() { vec![own.clone()] } else { s.advertise_registration },
-                    session: if s.advertise_session.is_empty() { vec![own.clone()] } else { s.advertise_session },
+                    registration: if s.advertise_registration.is_empty() {
+                        vec![own.clone()]
+                    } else {
+                        s.advertise_registration
+                    },
+                    session: if s.advertise_session.is_empty() {
+                        vec![own.clone()]
+                    } else {
+                        s.advertise_session
+                    },
                 };
                 Arc::new(a)
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let jobs = tokio::spawn(cvlan_api::jobs::scheduler(app.svc.clone(), Duration::from_secs(60), stop_rx.clone()));
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            let jobs = tokio::spawn(cvlan_api::jobs::scheduler(
+                app.svc.clone(),
+                Duration::from_secs(60),
+                stop_rx.clone(),
+            ));
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
             tracing::info!(%listen, ?mode, tls = tls.is_some(), database = %redact(&url), "cvlan-api serving");
             let router = cvlan_api::router(app.clone());
             let srv = tokio::spawn(server::serve(listener, router, tls, stop_rx));

@@ -142,7 +142,8 @@ fn rank(r: Role) -> u8 {
 /// Only superadmins make superadmins; nobody grants above their own role.
 pub fn may_grant(granter: Role, role: Role) -> bool {
     role != Role::Unspecified
-        && (granter == Role::Superadmin || (role != Role::Superadmin && rank(granter) <= rank(role)))
+        && (granter == Role::Superadmin
+            || (role != Role::Superadmin && rank(granter) <= rank(role)))
 }
 
 #[cfg(test)]
@@ -181,8 +182,17 @@ mod tests {
             }
             _ if res == R::ApiKey => Allow,
             Role::TenantAdmin => {
-                if [R::Tenant, R::Cvlan, R::User, R::Group, R::Policy, R::Node, R::Token, R::Address]
-                    .contains(&res)
+                if [
+                    R::Tenant,
+                    R::Cvlan,
+                    R::User,
+                    R::Group,
+                    R::Policy,
+                    R::Node,
+                    R::Token,
+                    R::Address,
+                ]
+                .contains(&res)
                 {
                     Allow
                 } else {
@@ -249,7 +259,11 @@ mod tests {
                 if g == Role::Superadmin {
                     assert_eq!(ok, r != Role::Unspecified);
                 } else {
-                    assert!(!ok || (r != Role::Superadmin && rank(g) <= rank(r) && r != Role::Unspecified));
+                    assert!(
+                        !ok || (r != Role::Superadmin
+                            && rank(g) <= rank(r)
+                            && r != Role::Unspecified)
+                    );
                 }
             }
         }

@@ -39,7 +39,10 @@ pub struct Principal {
 impl Principal {
     fn audit(&self, tenant_id: &str) -> AuditRecord {
         AuditRecord {
-            actor_id: self.api_key_id.clone().unwrap_or_else(|| self.user.id.clone()),
+            actor_id: self
+                .api_key_id
+                .clone()
+                .unwrap_or_else(|| self.user.id.clone()),
             actor: self.user.email.clone(),
             tenant_id: tenant_id.to_string(),
             source_address: self.source.clone(),
@@ -111,11 +114,13 @@ impl Service {
     /// Database errors.
     pub async fn new(store: Arc<Store>, config: Config) -> ApiResult<Self> {
         let seed = store
-            .secret("registration-token-ed25519", || rand::random::<[u8; 32]>().to_vec())
+            .secret("registration-token-ed25519", || {
+                rand::random::<[u8; 32]>().to_vec()
+            })
             .await?;
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("stored signing key has wrong length")))?;
+        let seed: [u8; 32] = seed.try_into().map_err(|_| {
+            ApiError::Internal(anyhow::anyhow!("stored signing key has wrong length"))
+        })?;
         let dummy = secrets::random_token("");
         Ok(Service {
             store,
@@ -200,7 +205,12 @@ impl Service {
         page_token: &str,
         page_size: u32,
     ) -> ApiResult<Page<K>> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         let t = self.scope_of::<K>(&mut c, p, tenant, Verb::Read).await?;
         let scope = t.as_ref().map_or(Scope::Global, |t| Scope::Tenant(&t.id));
         let mut pg = entity::list::<K>(&mut c, scope, filter, page_token, page_size).await?;
@@ -212,8 +222,18 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and not-found errors.
-    pub async fn get<K: Kind>(&self, p: &Principal, tenant: TenantRef<'_>, key: &str) -> ApiResult<K> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
+    pub async fn get<K: Kind>(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        key: &str,
+    ) -> ApiResult<K> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         let t = self.scope_of::<K>(&mut c, p, tenant, Verb::Read).await?;
         let scope = t.as_ref().map_or(Scope::Global, |t| Scope::Tenant(&t.id));
         let mut e = entity::get::<K>(&mut c, scope, key).await?;
@@ -225,7 +245,12 @@ impl Service {
     ///
     /// # Errors
     /// RBAC, validation, conflict and database errors; nothing is written on error.
-    pub async fn create<K: Kind>(&self, p: &Principal, tenant: TenantRef<'_>, mut e: K) -> ApiResult<K> {
+    pub async fn create<K: Kind>(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        mut e: K,
+    ) -> ApiResult<K> {
         let mut w = self.store.begin_write().await?;
         let t = self.scope_of::<K>(w.conn(), p, tenant, Verb::Write).await?;
         let tid = t.as_ref().map(|t| t.id.clone()).unwrap_or_default();
@@ -234,8 +259,17 @@ impl Service {
         e.refs(w.conn()).await?;
         entity::insert_with(w.conn(), &e, &e.extra()).await?;
         // A new tenant's creation belongs in that tenant's own audit log.
-        let audit_tenant = if K::RES == Resource::Tenant { e.id().to_string() } else { tid.clone() };
-        let ev = p.audit(&audit_tenant).event(&format!("{}.create", K::KIND), K::KIND, e.id(), e.summary());
+        let audit_tenant = if K::RES == Resource::Tenant {
+            e.id().to_string()
+        } else {
+            tid.clone()
+        };
+        let ev = p.audit(&audit_tenant).event(
+            &format!("{}.create", K::KIND),
+            K::KIND,
+            e.id(),
+            e.summary(),
+        );
         audit::insert(w.conn(), &ev).await?;
         let mut out = entity::get::<K>(w.conn(), scope(&tid), e.id()).await?;
         w.commit().await?;
@@ -282,14 +316,24 @@ impl Service {
     ///
     /// # Errors
     /// RBAC, not-found, still-referenced and database errors.
-    pub async fn delete<K: Kind>(&self, p: &Principal, tenant: TenantRef<'_>, key: &str) -> ApiResult<()> {
+    pub async fn delete<K: Kind>(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        key: &str,
+    ) -> ApiResult<()> {
         let mut w = self.store.begin_write().await?;
         let t = self.scope_of::<K>(w.conn(), p, tenant, Verb::Write).await?;
         let tid = t.as_ref().map(|t| t.id.clone()).unwrap_or_default();
         let cur = entity::get::<K>(w.conn(), scope(&tid), key).await?;
         cur.before_delete(w.conn()).await?;
         entity::delete::<K>(w.conn(), cur.id()).await?;
-        let ev = p.audit(&tid).event(&format!("{}.delete", K::KIND), K::KIND, cur.id(), cur.summary());
+        let ev = p.audit(&tid).event(
+            &format!("{}.delete", K::KIND),
+            K::KIND,
+            cur.id(),
+            cur.summary(),
+        );
         audit::insert(w.conn(), &ev).await?;
         w.commit().await?;
         self.store.ipam.invalidate(cur.id());
@@ -303,14 +347,30 @@ impl Service {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn list_tenants(&self, p: &Principal, page_token: &str, page_size: u32) -> ApiResult<Page<pb::Tenant>> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
+    pub async fn list_tenants(
+        &self,
+        p: &Principal,
+        page_token: &str,
+        page_size: u32,
+    ) -> ApiResult<Page<pb::Tenant>> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         if p.role == Role::Superadmin {
             return Ok(entity::list(&mut c, Scope::Global, None, page_token, page_size).await?);
         }
-        let own = self.tenant(&mut c, p, &p.user.tenant_id, Resource::Tenant, Verb::Read).await?;
+        let own = self
+            .tenant(&mut c, p, &p.user.tenant_id, Resource::Tenant, Verb::Read)
+            .await?;
         Ok(Page {
-            items: if page_token.is_empty() { vec![own] } else { vec![] },
+            items: if page_token.is_empty() {
+                vec![own]
+            } else {
+                vec![]
+            },
             next: String::new(),
         })
     }
@@ -320,18 +380,36 @@ impl Service {
     /// # Errors
     /// 404 for unknown or other tenants.
     pub async fn get_tenant(&self, p: &Principal, key: &str) -> ApiResult<pb::Tenant> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
-        self.tenant(&mut c, p, key, Resource::Tenant, Verb::Read).await
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
+        self.tenant(&mut c, p, key, Resource::Tenant, Verb::Read)
+            .await
     }
 
     /// Updates a tenant (superadmin, or the tenant's own admin).
     ///
     /// # Errors
     /// RBAC and validation errors.
-    pub async fn update_tenant(&self, p: &Principal, key: &str, patch: pb::Tenant, mask: &[String]) -> ApiResult<pb::Tenant> {
+    pub async fn update_tenant(
+        &self,
+        p: &Principal,
+        key: &str,
+        patch: pb::Tenant,
+        mask: &[String],
+    ) -> ApiResult<pb::Tenant> {
         {
-            let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
-            self.tenant(&mut c, p, key, Resource::Tenant, Verb::Write).await?;
+            let mut c = self
+                .store
+                .pool()
+                .acquire()
+                .await
+                .map_err(cvlan_store::StoreError::from)?;
+            self.tenant(&mut c, p, key, Resource::Tenant, Verb::Write)
+                .await?;
         }
         // Tenants are global rows; the RBAC check above is the tenant-scoped one.
         let sp = Principal {
@@ -343,7 +421,12 @@ impl Service {
 
     // ---------- cvlans ----------
 
-    async fn cvlan_in(&self, c: &mut AnyConnection, tenant_id: &str, key: &str) -> ApiResult<pb::Cvlan> {
+    async fn cvlan_in(
+        &self,
+        c: &mut AnyConnection,
+        tenant_id: &str,
+        key: &str,
+    ) -> ApiResult<pb::Cvlan> {
         Ok(entity::get::<pb::Cvlan>(c, Scope::Tenant(tenant_id), key).await?)
     }
 
@@ -353,13 +436,30 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and database errors.
-    pub async fn list_users(&self, p: &Principal, tenant: TenantRef<'_>, page_token: &str, page_size: u32) -> ApiResult<Page<pb::User>> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
+    pub async fn list_users(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        page_token: &str,
+        page_size: u32,
+    ) -> ApiResult<Page<pb::User>> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         let scope_tid = self.user_scope(&mut c, p, tenant, Verb::Read).await?;
         Ok(entity::list(&mut c, scope(&scope_tid), None, page_token, page_size).await?)
     }
 
-    async fn user_scope(&self, c: &mut AnyConnection, p: &Principal, tenant: TenantRef<'_>, verb: Verb) -> ApiResult<String> {
+    async fn user_scope(
+        &self,
+        c: &mut AnyConnection,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        verb: Verb,
+    ) -> ApiResult<String> {
         match tenant {
             Some(t) => Ok(self.tenant(c, p, t, Resource::User, verb).await?.id),
             None => {
@@ -373,8 +473,18 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and not-found errors.
-    pub async fn get_user(&self, p: &Principal, tenant: TenantRef<'_>, key: &str) -> ApiResult<pb::User> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
+    pub async fn get_user(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        key: &str,
+    ) -> ApiResult<pb::User> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         let tid = self.user_scope(&mut c, p, tenant, Verb::Read).await?;
         Ok(entity::get(&mut c, scope(&tid), &key.to_lowercase()).await?)
     }
@@ -382,14 +492,20 @@ impl Service {
     fn check_user(u: &pb::User) -> ApiResult<()> {
         let e = &u.email;
         let ok = e.len() <= 254
-            && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+            && e.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
             && !e.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {
-            return Err(ApiError::bad(format!("email {:?} is not a valid address", e.chars().take(80).collect::<String>())));
+            return Err(ApiError::bad(format!(
+                "email {:?} is not a valid address",
+                e.chars().take(80).collect::<String>()
+            )));
         }
         check_text("displayName", &u.display_name, 200)?;
         if Role::try_from(u.role).is_err() || u.role == Role::Unspecified as i32 {
-            return Err(ApiError::bad("role must be one of ROLE_TENANT_ADMIN, ROLE_OPERATOR, ROLE_VIEWER (or ROLE_SUPERADMIN without a tenant)"));
+            return Err(ApiError::bad(
+                "role must be one of ROLE_TENANT_ADMIN, ROLE_OPERATOR, ROLE_VIEWER (or ROLE_SUPERADMIN without a tenant)",
+            ));
         }
         Ok(())
     }
@@ -405,7 +521,12 @@ impl Service {
     ///
     /// # Errors
     /// RBAC (including granting a role above one's own), validation, duplicate email.
-    pub async fn create_user(&self, p: &Principal, tenant: TenantRef<'_>, mut u: pb::User) -> ApiResult<pb::User> {
+    pub async fn create_user(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        mut u: pb::User,
+    ) -> ApiResult<pb::User> {
         u.email = u.email.trim().to_lowercase();
         Self::check_user(&u)?;
         Self::check_password(&u.password)?;
@@ -414,15 +535,27 @@ impl Service {
             return Err(ApiError::Forbidden);
         }
         if (role == Role::Superadmin) != tenant.is_none() {
-            return Err(ApiError::bad("superadmins have no tenant; every other role needs one"));
+            return Err(ApiError::bad(
+                "superadmins have no tenant; every other role needs one",
+            ));
         }
         let hash = secrets::hash_password(Secret(std::mem::take(&mut u.password))).await?;
         let mut w = self.store.begin_write().await?;
         let tid = self.user_scope(w.conn(), p, tenant, Verb::Write).await?;
         u.id = entity::new_id();
         u.tenant_id = tid.clone();
-        entity::insert_with(w.conn(), &u, &[("password_hash", Col::Text(hash)), ("role", Col::Int(i64::from(u.role)))]).await?;
-        let ev = p.audit(&tid).event("user.create", "user", &u.id, user_summary(&u));
+        entity::insert_with(
+            w.conn(),
+            &u,
+            &[
+                ("password_hash", Col::Text(hash)),
+                ("role", Col::Int(i64::from(u.role))),
+            ],
+        )
+        .await?;
+        let ev = p
+            .audit(&tid)
+            .event("user.create", "user", &u.id, user_summary(&u));
         audit::insert(w.conn(), &ev).await?;
         let out: pb::User = entity::get(w.conn(), scope(&tid), &u.id).await?;
         w.commit().await?;
@@ -435,7 +568,14 @@ impl Service {
     ///
     /// # Errors
     /// RBAC, validation.
-    pub async fn update_user(&self, p: &Principal, tenant: TenantRef<'_>, key: &str, patch: pb::User, mask: &[String]) -> ApiResult<pb::User> {
+    pub async fn update_user(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        key: &str,
+        patch: pb::User,
+        mask: &[String],
+    ) -> ApiResult<pb::User> {
         let fields = mask_fields(mask);
         let new_pw = if fields.iter().any(|f| f == "password") {
             Self::check_password(&patch.password)?;
@@ -448,7 +588,11 @@ impl Service {
         let cur: pb::User = entity::get(w.conn(), scope(&tid), &key.to_lowercase()).await?;
         let mut clean = patch.clone();
         clean.password.clear();
-        let mask_np: Vec<String> = fields.iter().filter(|f| *f != "password").cloned().collect();
+        let mask_np: Vec<String> = fields
+            .iter()
+            .filter(|f| *f != "password")
+            .cloned()
+            .collect();
         let next: pb::User = apply_mask(&cur, &clean, &mask_np, &["email"])?;
         Self::check_user(&next)?;
         let new_role = Role::try_from(next.role).unwrap_or(Role::Unspecified);
@@ -461,7 +605,9 @@ impl Service {
                 return Err(ApiError::Forbidden);
             }
             if (new_role == Role::Superadmin) != tid.is_empty() {
-                return Err(ApiError::bad("superadmins have no tenant; every other role needs one"));
+                return Err(ApiError::bad(
+                    "superadmins have no tenant; every other role needs one",
+                ));
             }
         }
         entity::update(w.conn(), &next).await?;
@@ -484,7 +630,12 @@ impl Service {
                 .await
                 .map_err(cvlan_store::StoreError::from)?;
         }
-        let ev = p.audit(&tid).event("user.update", "user", &cur.id, json!({"fields": fields, "after": user_summary(&next)}));
+        let ev = p.audit(&tid).event(
+            "user.update",
+            "user",
+            &cur.id,
+            json!({"fields": fields, "after": user_summary(&next)}),
+        );
         audit::insert(w.conn(), &ev).await?;
         let out: pb::User = entity::get(w.conn(), scope(&tid), &cur.id).await?;
         w.commit().await?;
@@ -496,18 +647,28 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and not-found errors.
-    pub async fn delete_user(&self, p: &Principal, tenant: TenantRef<'_>, key: &str) -> ApiResult<()> {
+    pub async fn delete_user(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        key: &str,
+    ) -> ApiResult<()> {
         let mut w = self.store.begin_write().await?;
         let tid = self.user_scope(w.conn(), p, tenant, Verb::Write).await?;
         let cur: pb::User = entity::get(w.conn(), scope(&tid), &key.to_lowercase()).await?;
         if cur.id == p.user.id {
             return Err(ApiError::bad("you cannot delete yourself"));
         }
-        if !may_grant(p.role, Role::try_from(cur.role).unwrap_or(Role::Unspecified)) {
+        if !may_grant(
+            p.role,
+            Role::try_from(cur.role).unwrap_or(Role::Unspecified),
+        ) {
             return Err(ApiError::Forbidden);
         }
         entity::delete::<pb::User>(w.conn(), &cur.id).await?;
-        let ev = p.audit(&tid).event("user.delete", "user", &cur.id, user_summary(&cur));
+        let ev = p
+            .audit(&tid)
+            .event("user.delete", "user", &cur.id, user_summary(&cur));
         audit::insert(w.conn(), &ev).await?;
         w.commit().await?;
         self.publish(&tid, "user", &cur.id, "delete");
@@ -537,12 +698,25 @@ impl Service {
                 .execute(w.conn())
                 .await
                 .map_err(cvlan_store::StoreError::from)?;
-            let ev = system_audit().event("user.password_reset", "user", &existing.id, json!({"email": existing.email}));
+            let ev = system_audit().event(
+                "user.password_reset",
+                "user",
+                &existing.id,
+                json!({"email": existing.email}),
+            );
             audit::insert(w.conn(), &ev).await?;
             w.commit().await?;
             return Ok(existing);
         }
-        entity::insert_with(w.conn(), &u, &[("password_hash", Col::Text(hash)), ("role", Col::Int(i64::from(u.role)))]).await?;
+        entity::insert_with(
+            w.conn(),
+            &u,
+            &[
+                ("password_hash", Col::Text(hash)),
+                ("role", Col::Int(i64::from(u.role))),
+            ],
+        )
+        .await?;
         let ev = system_audit().event("user.create", "user", &u.id, user_summary(&u));
         audit::insert(w.conn(), &ev).await?;
         w.commit().await?;
@@ -556,7 +730,12 @@ impl Service {
     /// # Errors
     /// [`ApiError::Unauthenticated`] (same message for unknown user and wrong password),
     /// [`ApiError::TooManyRequests`].
-    pub async fn login(&self, email: &str, password: Secret, source: &str) -> ApiResult<(Secret, i64, pb::User)> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Secret,
+        source: &str,
+    ) -> ApiResult<(Secret, i64, pb::User)> {
         let email = email.trim().to_lowercase();
         if email.is_empty() || email.len() > 254 || password.0.len() > 1024 {
             return Err(ApiError::Unauthenticated);
@@ -595,7 +774,16 @@ impl Service {
             tenant_id: user.tenant_id.clone(),
             source_address: source.to_string(),
         };
-        audit::insert(w.conn(), &rec.event("auth.login", "user", &user.id, json!({"method": "password"}))).await?;
+        audit::insert(
+            w.conn(),
+            &rec.event(
+                "auth.login",
+                "user",
+                &user.id,
+                json!({"method": "password"}),
+            ),
+        )
+        .await?;
         w.commit().await?;
         metrics::counter!("cvlan_logins_total", "result" => "success").increment(1);
         Ok((token, exp, user))
@@ -624,7 +812,12 @@ impl Service {
                 .execute(w.conn())
                 .await
                 .map_err(cvlan_store::StoreError::from)?;
-            audit::insert(w.conn(), &p.audit(&p.user.tenant_id).event("auth.logout", "user", &p.user.id, json!({}))).await?;
+            audit::insert(
+                w.conn(),
+                &p.audit(&p.user.tenant_id)
+                    .event("auth.logout", "user", &p.user.id, json!({})),
+            )
+            .await?;
             w.commit().await?;
         }
         Ok(())
@@ -637,18 +830,27 @@ impl Service {
     pub async fn authenticate(&self, credential: &str, source: &str) -> ApiResult<Principal> {
         let h = secrets::token_hash(credential.trim());
         let now = time::now_micros();
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
-        if credential.starts_with("cvk_") {
-            let row: Option<(String, String, String)> = sqlx::query_as(
-                "SELECT id, user_id, body FROM api_keys WHERE key_hash = $1",
-            )
-            .bind(&h)
-            .fetch_optional(&mut *c)
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
             .await
             .map_err(cvlan_store::StoreError::from)?;
+        if credential.starts_with("cvk_") {
+            let row: Option<(String, String, String)> =
+                sqlx::query_as("SELECT id, user_id, body FROM api_keys WHERE key_hash = $1")
+                    .bind(&h)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(cvlan_store::StoreError::from)?;
             let (kid, uid, body) = row.ok_or(ApiError::Unauthenticated)?;
-            let key: pb::ApiKey = serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.into()))?;
-            if key.expires_at.as_ref().is_some_and(|t| time::micros(t) <= now) {
+            let key: pb::ApiKey =
+                serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.into()))?;
+            if key
+                .expires_at
+                .as_ref()
+                .is_some_and(|t| time::micros(t) <= now)
+            {
                 return Err(ApiError::Unauthenticated);
             }
             let user = self.user_by_id(&mut c, &uid).await?;
@@ -688,14 +890,16 @@ impl Service {
     /// Database errors.
     pub async fn list_api_keys(&self, p: &Principal) -> ApiResult<Vec<pb::ApiKey>> {
         self.authorize(p, Resource::ApiKey, Verb::Read, None, "api key")?;
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT body, created_at FROM api_keys WHERE user_id = $1 ORDER BY id")
-            .bind(&p.user.id)
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT body, created_at FROM api_keys WHERE user_id = $1 ORDER BY id")
+                .bind(&p.user.id)
+                .fetch_all(self.store.pool())
+                .await
+                .map_err(cvlan_store::StoreError::from)?;
         rows.into_iter()
             .map(|(b, c)| {
-                let mut k: pb::ApiKey = serde_json::from_str(&b).map_err(|e| ApiError::Internal(e.into()))?;
+                let mut k: pb::ApiKey =
+                    serde_json::from_str(&b).map_err(|e| ApiError::Internal(e.into()))?;
                 k.created_at = Some(time::ts(c));
                 Ok(k)
             })
@@ -707,13 +911,24 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and validation errors.
-    pub async fn create_api_key(&self, p: &Principal, mut k: pb::ApiKey, ttl_secs: u64) -> ApiResult<pb::ApiKey> {
+    pub async fn create_api_key(
+        &self,
+        p: &Principal,
+        mut k: pb::ApiKey,
+        ttl_secs: u64,
+    ) -> ApiResult<pb::ApiKey> {
         self.authorize(p, Resource::ApiKey, Verb::Write, None, "api key")?;
         if p.api_key_id.is_some() {
-            return Err(ApiError::bad("API keys cannot create API keys; sign in with a password"));
+            return Err(ApiError::bad(
+                "API keys cannot create API keys; sign in with a password",
+            ));
         }
         check_name("name", &k.name)?;
-        let role = if k.role == 0 { p.role } else { Role::try_from(k.role).map_err(|_| ApiError::bad("unknown role"))? };
+        let role = if k.role == 0 {
+            p.role
+        } else {
+            Role::try_from(k.role).map_err(|_| ApiError::bad("unknown role"))?
+        };
         if !may_grant(p.role, role) {
             return Err(ApiError::Forbidden);
         }
@@ -728,8 +943,25 @@ impl Service {
             k.expires_at = Some(time::ts(time::now_micros() + ttl * 1_000_000));
         }
         let mut w = self.store.begin_write().await?;
-        entity::insert_with(w.conn(), &k, &[("user_id", Col::Text(k.user_id.clone())), ("key_hash", Col::Text(secrets::token_hash(&secret.0)))]).await?;
-        audit::insert(w.conn(), &p.audit(&k.tenant_id).event("apikey.create", "apikey", &k.id, serde_json::to_value(&k).unwrap_or_default())).await?;
+        entity::insert_with(
+            w.conn(),
+            &k,
+            &[
+                ("user_id", Col::Text(k.user_id.clone())),
+                ("key_hash", Col::Text(secrets::token_hash(&secret.0))),
+            ],
+        )
+        .await?;
+        audit::insert(
+            w.conn(),
+            &p.audit(&k.tenant_id).event(
+                "apikey.create",
+                "apikey",
+                &k.id,
+                serde_json::to_value(&k).unwrap_or_default(),
+            ),
+        )
+        .await?;
         w.commit().await?;
         k.created_at = Some(time::ts(time::now_micros()));
         k.key = secret.0;
@@ -743,15 +975,27 @@ impl Service {
     pub async fn delete_api_key(&self, p: &Principal, id: &str) -> ApiResult<()> {
         let mut w = self.store.begin_write().await?;
         let r = if p.role == Role::Superadmin {
-            sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(id).execute(w.conn()).await
+            sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                .bind(id)
+                .execute(w.conn())
+                .await
         } else {
-            sqlx::query("DELETE FROM api_keys WHERE id = $1 AND user_id = $2").bind(id).bind(&p.user.id).execute(w.conn()).await
+            sqlx::query("DELETE FROM api_keys WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(&p.user.id)
+                .execute(w.conn())
+                .await
         }
         .map_err(cvlan_store::StoreError::from)?;
         if r.rows_affected() == 0 {
             return Err(ApiError::NotFound("api key"));
         }
-        audit::insert(w.conn(), &p.audit(&p.user.tenant_id).event("apikey.delete", "apikey", id, json!({}))).await?;
+        audit::insert(
+            w.conn(),
+            &p.audit(&p.user.tenant_id)
+                .event("apikey.delete", "apikey", id, json!({})),
+        )
+        .await?;
         w.commit().await?;
         Ok(())
     }
@@ -762,7 +1006,13 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and validation errors.
-    pub async fn create_token(&self, p: &Principal, tenant: &str, mut t: pb::RegistrationToken, ttl_secs: u64) -> ApiResult<pb::RegistrationToken> {
+    pub async fn create_token(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        mut t: pb::RegistrationToken,
+        ttl_secs: u64,
+    ) -> ApiResult<pb::RegistrationToken> {
         check_text("description", &t.description, 1024)?;
         for tag in &t.tags {
             check_name("tag", tag)?;
@@ -770,7 +1020,11 @@ impl Service {
         let now = time::now_micros();
         let exp = match &t.expires_at {
             Some(e) => time::micros(e),
-            None => now + i64::try_from(if ttl_secs == 0 { 86400 } else { ttl_secs }).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000),
+            None => {
+                now + i64::try_from(if ttl_secs == 0 { 86400 } else { ttl_secs })
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1_000_000)
+            }
         };
         if exp <= now {
             return Err(ApiError::bad("expiry must be in the future"));
@@ -782,8 +1036,13 @@ impl Service {
             return Err(ApiError::bad("cvlanId is required"));
         }
         let mut w = self.store.begin_write().await?;
-        let ten = self.tenant(w.conn(), p, tenant, Resource::Token, Verb::Write).await?;
-        let cv = self.cvlan_in(w.conn(), &ten.id, &t.cvlan_id).await.map_err(|_| ApiError::bad(format!("cvlan {:?} does not exist", t.cvlan_id)))?;
+        let ten = self
+            .tenant(w.conn(), p, tenant, Resource::Token, Verb::Write)
+            .await?;
+        let cv = self
+            .cvlan_in(w.conn(), &ten.id, &t.cvlan_id)
+            .await
+            .map_err(|_| ApiError::bad(format!("cvlan {:?} does not exist", t.cvlan_id)))?;
         t.id = entity::new_id();
         t.tenant_id = ten.id.clone();
         t.cvlan_id = cv.id.clone();
@@ -791,8 +1050,25 @@ impl Service {
         t.revoked = false;
         t.uses = 0;
         t.token.clear();
-        entity::insert_with(w.conn(), &t, &[("cvlan_id", Col::Text(cv.id.clone())), ("expires_at", Col::Int(exp))]).await?;
-        audit::insert(w.conn(), &p.audit(&ten.id).event("token.create", "token", &t.id, serde_json::to_value(&t).unwrap_or_default())).await?;
+        entity::insert_with(
+            w.conn(),
+            &t,
+            &[
+                ("cvlan_id", Col::Text(cv.id.clone())),
+                ("expires_at", Col::Int(exp)),
+            ],
+        )
+        .await?;
+        audit::insert(
+            w.conn(),
+            &p.audit(&ten.id).event(
+                "token.create",
+                "token",
+                &t.id,
+                serde_json::to_value(&t).unwrap_or_default(),
+            ),
+        )
+        .await?;
         w.commit().await?;
         self.publish(&ten.id, "token", &t.id, "create");
         let claims = tokens::Claims {
@@ -813,10 +1089,18 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and not-found errors.
-    pub async fn revoke_token(&self, p: &Principal, tenant: &str, key: &str) -> ApiResult<pb::RegistrationToken> {
+    pub async fn revoke_token(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        key: &str,
+    ) -> ApiResult<pb::RegistrationToken> {
         let mut w = self.store.begin_write().await?;
-        let ten = self.tenant(w.conn(), p, tenant, Resource::Token, Verb::Write).await?;
-        let mut t: pb::RegistrationToken = entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
+        let ten = self
+            .tenant(w.conn(), p, tenant, Resource::Token, Verb::Write)
+            .await?;
+        let mut t: pb::RegistrationToken =
+            entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
         t.revoked = true;
         entity::update(w.conn(), &t).await?;
         sqlx::query("UPDATE reg_tokens SET revoked = 1 WHERE id = $1")
@@ -824,7 +1108,12 @@ impl Service {
             .execute(w.conn())
             .await
             .map_err(cvlan_store::StoreError::from)?;
-        audit::insert(w.conn(), &p.audit(&ten.id).event("token.revoke", "token", &t.id, json!({}))).await?;
+        audit::insert(
+            w.conn(),
+            &p.audit(&ten.id)
+                .event("token.revoke", "token", &t.id, json!({})),
+        )
+        .await?;
         w.commit().await?;
         self.publish(&ten.id, "token", &t.id, "update");
         Ok(t)
@@ -836,18 +1125,29 @@ impl Service {
     /// # Errors
     /// [`ApiError::Unauthenticated`] with the reason.
     pub async fn verify_token(&self, token: &str) -> ApiResult<tokens::Claims> {
-        let claims = tokens::verify(&self.signing.verifying_key(), token, time::now_micros() / 1_000_000)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT revoked, uses FROM reg_tokens WHERE id = $1 AND tenant_id = $2")
-            .bind(&claims.id)
-            .bind(&claims.tenant)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let claims = tokens::verify(
+            &self.signing.verifying_key(),
+            token,
+            time::now_micros() / 1_000_000,
+        )
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT revoked, uses FROM reg_tokens WHERE id = $1 AND tenant_id = $2")
+                .bind(&claims.id)
+                .bind(&claims.tenant)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(cvlan_store::StoreError::from)?;
         match row {
-            None => Err(ApiError::BadRequest(tokens::TokenError::Revoked.to_string())),
-            Some((r, _)) if r != 0 => Err(ApiError::BadRequest(tokens::TokenError::Revoked.to_string())),
-            Some((_, u)) if u > 0 && !claims.reusable => Err(ApiError::BadRequest(tokens::TokenError::Used.to_string())),
+            None => Err(ApiError::BadRequest(
+                tokens::TokenError::Revoked.to_string(),
+            )),
+            Some((r, _)) if r != 0 => Err(ApiError::BadRequest(
+                tokens::TokenError::Revoked.to_string(),
+            )),
+            Some((_, u)) if u > 0 && !claims.reusable => {
+                Err(ApiError::BadRequest(tokens::TokenError::Used.to_string()))
+            }
             Some(_) => Ok(claims),
         }
     }
@@ -858,21 +1158,43 @@ impl Service {
     ///
     /// # Errors
     /// RBAC, out of range, taken (409), exhausted (409).
-    pub async fn create_address(self: &Arc<Self>, p: &Principal, tenant: &str, cvlan: &str, body: pb::AddressReservation) -> ApiResult<pb::AddressReservation> {
+    pub async fn create_address(
+        self: &Arc<Self>,
+        p: &Principal,
+        tenant: &str,
+        cvlan: &str,
+        body: pb::AddressReservation,
+    ) -> ApiResult<pb::AddressReservation> {
         check_text("description", &body.description, 1024)?;
         let requested = match (body.address.is_empty(), body.address_v6.is_empty()) {
             (true, true) => None,
-            (false, _) => Some(body.address.parse().map_err(|_| ApiError::bad(format!("address {:?} is not an IP address", body.address)))?),
-            (true, false) => Some(body.address_v6.parse().map_err(|_| ApiError::bad(format!("addressV6 {:?} is not an IP address", body.address_v6)))?),
+            (false, _) => Some(body.address.parse().map_err(|_| {
+                ApiError::bad(format!("address {:?} is not an IP address", body.address))
+            })?),
+            (true, false) => Some(body.address_v6.parse().map_err(|_| {
+                ApiError::bad(format!(
+                    "addressV6 {:?} is not an IP address",
+                    body.address_v6
+                ))
+            })?),
         };
         let (ten, cv) = {
-            let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
-            let ten = self.tenant(&mut c, p, tenant, Resource::Address, Verb::Write).await?;
+            let mut c = self
+                .store
+                .pool()
+                .acquire()
+                .await
+                .map_err(cvlan_store::StoreError::from)?;
+            let ten = self
+                .tenant(&mut c, p, tenant, Resource::Address, Verb::Write)
+                .await?;
             let cv = self.cvlan_in(&mut c, &ten.id, cvlan).await?;
             (ten, cv)
         };
         if !body.node_id.is_empty() {
-            return Err(ApiError::bad("nodeId is set by registration, not by reservations"));
+            return Err(ApiError::bad(
+                "nodeId is set by registration, not by reservations",
+            ));
         }
         let r = self
             .store
@@ -893,20 +1215,54 @@ impl Service {
     ///
     /// # Errors
     /// RBAC errors.
-    pub async fn list_addresses(&self, p: &Principal, tenant: &str, cvlan: &str, page_token: &str, page_size: u32) -> ApiResult<Page<pb::AddressReservation>> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
-        let ten = self.tenant(&mut c, p, tenant, Resource::Address, Verb::Read).await?;
+    pub async fn list_addresses(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        cvlan: &str,
+        page_token: &str,
+        page_size: u32,
+    ) -> ApiResult<Page<pb::AddressReservation>> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
+        let ten = self
+            .tenant(&mut c, p, tenant, Resource::Address, Verb::Read)
+            .await?;
         let cv = self.cvlan_in(&mut c, &ten.id, cvlan).await?;
-        Ok(entity::list(&mut c, Scope::Tenant(&ten.id), Some(("cvlan_id", &cv.id)), page_token, page_size).await?)
+        Ok(entity::list(
+            &mut c,
+            Scope::Tenant(&ten.id),
+            Some(("cvlan_id", &cv.id)),
+            page_token,
+            page_size,
+        )
+        .await?)
     }
 
     /// Gets one reservation by id or address.
     ///
     /// # Errors
     /// RBAC and not-found errors.
-    pub async fn get_address(&self, p: &Principal, tenant: &str, cvlan: &str, key: &str) -> ApiResult<pb::AddressReservation> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
-        let ten = self.tenant(&mut c, p, tenant, Resource::Address, Verb::Read).await?;
+    pub async fn get_address(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        cvlan: &str,
+        key: &str,
+    ) -> ApiResult<pb::AddressReservation> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
+        let ten = self
+            .tenant(&mut c, p, tenant, Resource::Address, Verb::Read)
+            .await?;
         let cv = self.cvlan_in(&mut c, &ten.id, cvlan).await?;
         let a: pb::AddressReservation = entity::get(&mut c, Scope::Tenant(&ten.id), key).await?;
         if a.cvlan_id != cv.id {
@@ -919,15 +1275,34 @@ impl Service {
     ///
     /// # Errors
     /// RBAC and not-found errors.
-    pub async fn delete_address(&self, p: &Principal, tenant: &str, cvlan: &str, key: &str) -> ApiResult<()> {
+    pub async fn delete_address(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        cvlan: &str,
+        key: &str,
+    ) -> ApiResult<()> {
         let mut w = self.store.begin_write().await?;
-        let ten = self.tenant(w.conn(), p, tenant, Resource::Address, Verb::Write).await?;
+        let ten = self
+            .tenant(w.conn(), p, tenant, Resource::Address, Verb::Write)
+            .await?;
         let cv = self.cvlan_in(w.conn(), &ten.id, cvlan).await?;
         let r = self.store.release(&mut w, &ten.id, &cv.id, key).await?;
         if !r.node_id.is_empty() {
-            return Err(ApiError::Conflict("the address belongs to a node; delete the node instead".into()));
+            return Err(ApiError::Conflict(
+                "the address belongs to a node; delete the node instead".into(),
+            ));
         }
-        audit::insert(w.conn(), &p.audit(&ten.id).event("address.delete", "address", &r.id, json!({"address": r.address}))).await?;
+        audit::insert(
+            w.conn(),
+            &p.audit(&ten.id).event(
+                "address.delete",
+                "address",
+                &r.id,
+                json!({"address": r.address}),
+            ),
+        )
+        .await?;
         w.commit().await?;
         self.publish(&ten.id, "address", &r.id, "delete");
         Ok(())
@@ -941,7 +1316,9 @@ impl Service {
     /// RBAC and not-found errors.
     pub async fn delete_node(&self, p: &Principal, tenant: &str, key: &str) -> ApiResult<()> {
         let mut w = self.store.begin_write().await?;
-        let ten = self.tenant(w.conn(), p, tenant, Resource::Node, Verb::Write).await?;
+        let ten = self
+            .tenant(w.conn(), p, tenant, Resource::Node, Verb::Write)
+            .await?;
         let n: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
         entity::delete::<pb::Node>(w.conn(), &n.id).await?;
         sqlx::query("DELETE FROM addresses WHERE tenant_id = $1 AND node_id = $2")
@@ -955,7 +1332,12 @@ impl Service {
             .execute(w.conn())
             .await
             .map_err(cvlan_store::StoreError::from)?;
-        audit::insert(w.conn(), &p.audit(&ten.id).event("node.delete", "node", &n.id, json!({"name": n.name}))).await?;
+        audit::insert(
+            w.conn(),
+            &p.audit(&ten.id)
+                .event("node.delete", "node", &n.id, json!({"name": n.name})),
+        )
+        .await?;
         w.commit().await?;
         self.store.ipam.invalidate(&n.cvlan_id);
         self.publish(&ten.id, "node", &n.id, "delete");
@@ -968,10 +1350,26 @@ impl Service {
     ///
     /// # Errors
     /// RBAC errors.
-    pub async fn list_audit(&self, p: &Principal, tenant: TenantRef<'_>, mut f: AuditFilter, page_token: &str, page_size: u32) -> ApiResult<Page<pb::AuditEvent>> {
-        let mut c = self.store.pool().acquire().await.map_err(cvlan_store::StoreError::from)?;
+    pub async fn list_audit(
+        &self,
+        p: &Principal,
+        tenant: TenantRef<'_>,
+        mut f: AuditFilter,
+        page_token: &str,
+        page_size: u32,
+    ) -> ApiResult<Page<pb::AuditEvent>> {
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         f.tenant_id = match tenant {
-            Some(t) => Some(self.tenant(&mut c, p, t, Resource::Audit, Verb::Read).await?.id),
+            Some(t) => Some(
+                self.tenant(&mut c, p, t, Resource::Audit, Verb::Read)
+                    .await?
+                    .id,
+            ),
             None => {
                 self.authorize(p, Resource::Audit, Verb::Read, None, "audit")?;
                 None
@@ -989,7 +1387,16 @@ impl Service {
         let mut w = self.store.begin_write().await?;
         let n = audit::delete_older_than(w.conn(), cutoff).await?;
         if n > 0 {
-            audit::insert(w.conn(), &system_audit().event("audit.retention", "audit", "", json!({"deleted": n, "retentionDays": self.config.audit_retention_days}))).await?;
+            audit::insert(
+                w.conn(),
+                &system_audit().event(
+                    "audit.retention",
+                    "audit",
+                    "",
+                    json!({"deleted": n, "retentionDays": self.config.audit_retention_days}),
+                ),
+            )
+            .await?;
         }
         w.commit().await?;
         Ok(n)
@@ -1046,7 +1453,12 @@ fn mask_fields(mask: &[String]) -> Vec<String> {
 
 /// Copies the masked top-level fields of `patch` onto `cur` at the JSON level; a field absent
 /// from `patch` (a proto default) resets it.
-fn apply_mask<K: serde::Serialize + serde::de::DeserializeOwned>(cur: &K, patch: &K, mask: &[String], immutable: &[&str]) -> ApiResult<K> {
+fn apply_mask<K: serde::Serialize + serde::de::DeserializeOwned>(
+    cur: &K,
+    patch: &K,
+    mask: &[String],
+    immutable: &[&str],
+) -> ApiResult<K> {
     let known = crate::kinds::json_fields::<K>();
     let fields = mask_fields(mask);
     if fields.is_empty() {
@@ -1055,13 +1467,17 @@ fn apply_mask<K: serde::Serialize + serde::de::DeserializeOwned>(cur: &K, patch:
     let mut v = serde_json::to_value(cur).map_err(|e| ApiError::Internal(e.into()))?;
     let pv = serde_json::to_value(patch).map_err(|e| ApiError::Internal(e.into()))?;
     let (Some(obj), Some(pobj)) = (v.as_object_mut(), pv.as_object()) else {
-        return Err(ApiError::Internal(anyhow::anyhow!("entity is not a JSON object")));
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "entity is not a JSON object"
+        )));
     };
     for f in &fields {
         if !known.contains(f.as_str()) {
             return Err(ApiError::bad(format!("unknown field {f}")));
         }
-        if ["id", "tenantId", "createdAt", "updatedAt"].contains(&f.as_str()) || immutable.contains(&f.as_str()) {
+        if ["id", "tenantId", "createdAt", "updatedAt"].contains(&f.as_str())
+            || immutable.contains(&f.as_str())
+        {
             return Err(ApiError::bad(format!("field {f} cannot be changed")));
         }
         match pobj.get(f) {
@@ -1082,10 +1498,22 @@ mod tests {
 
     #[test]
     fn mask_applies_named_fields_and_resets_absent_ones() {
-        let cur = pb::Group { id: "i".into(), name: "a".into(), description: "d".into(), ..Default::default() };
-        let patch = pb::Group { name: "b".into(), ..Default::default() };
-        let out: pb::Group = apply_mask(&cur, &patch, &["name".into(), "description".into()], &[]).unwrap();
-        assert_eq!((out.id.as_str(), out.name.as_str(), out.description.as_str()), ("i", "b", ""));
+        let cur = pb::Group {
+            id: "i".into(),
+            name: "a".into(),
+            description: "d".into(),
+            ..Default::default()
+        };
+        let patch = pb::Group {
+            name: "b".into(),
+            ..Default::default()
+        };
+        let out: pb::Group =
+            apply_mask(&cur, &patch, &["name".into(), "description".into()], &[]).unwrap();
+        assert_eq!(
+            (out.id.as_str(), out.name.as_str(), out.description.as_str()),
+            ("i", "b", "")
+        );
         assert!(apply_mask(&cur, &patch, &["id".into()], &[]).is_err());
         assert!(apply_mask(&cur, &patch, &[], &[]).is_err());
         assert!(apply_mask(&cur, &patch, &["bogus_field".into()], &[]).is_err());

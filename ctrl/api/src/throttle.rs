@@ -59,8 +59,16 @@ impl Throttle {
     /// [`ApiError::TooManyRequests`].
     pub fn check(&self, account: &str, source: &str) -> ApiResult<()> {
         let now = Instant::now();
-        let a = self.accounts.lock().unwrap_or_else(|e| e.into_inner()).count(account, now);
-        let s = self.sources.lock().unwrap_or_else(|e| e.into_inner()).count(source, now);
+        let a = self
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(account, now);
+        let s = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(source, now);
         if a >= ACCOUNT_FAILURES || s >= SOURCE_FAILURES {
             metrics::counter!("cvlan_login_throttled_total").increment(1);
             return Err(ApiError::TooManyRequests);
@@ -70,12 +78,22 @@ impl Throttle {
     /// Records a failure.
     pub fn failed(&self, account: &str, source: &str) {
         let now = Instant::now();
-        self.accounts.lock().unwrap_or_else(|e| e.into_inner()).bump(account, now);
-        self.sources.lock().unwrap_or_else(|e| e.into_inner()).bump(source, now);
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bump(account, now);
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bump(source, now);
     }
     /// Clears an account's failures after a successful login.
     pub fn succeeded(&self, account: &str) {
-        self.accounts.lock().unwrap_or_else(|e| e.into_inner()).map.remove(account);
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .remove(account);
     }
 }
 

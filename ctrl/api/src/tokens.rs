@@ -116,19 +116,34 @@ mod tests {
     fn expired_token_is_rejected_before_db_lookup() {
         let k = key(1);
         let t = sign(&k, &claims(1000));
-        assert_eq!(verify(&k.verifying_key(), &t, 1000), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&k.verifying_key(), &t, 1000),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
     fn token_from_another_control_plane_or_tampered_is_rejected() {
         let t = sign(&key(1), &claims(2000));
-        assert_eq!(verify(&key(2).verifying_key(), &t, 0), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&key(2).verifying_key(), &t, 0),
+            Err(TokenError::BadSignature)
+        );
         let forged = format!(
             "{PREFIX}{}.{}",
-            B64.encode(serde_json::to_vec(&Claims { reusable: true, ..claims(9999) }).unwrap()),
+            B64.encode(
+                serde_json::to_vec(&Claims {
+                    reusable: true,
+                    ..claims(9999)
+                })
+                .unwrap()
+            ),
             t.rsplit_once('.').unwrap().1
         );
-        assert_eq!(verify(&key(1).verifying_key(), &forged, 0), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&key(1).verifying_key(), &forged, 0),
+            Err(TokenError::BadSignature)
+        );
         for junk in ["", "cvt1.", "cvt1.a.b", "abc", "cvt1.!!!.###"] {
             assert!(verify(&key(1).verifying_key(), junk, 0).is_err(), "{junk}");
         }

@@ -150,7 +150,11 @@ pub async fn list(
         );
     }
     if !f.target_type.is_empty() {
-        add(&mut sql, "target_type =", either::Arg::S(f.target_type.clone()));
+        add(
+            &mut sql,
+            "target_type =",
+            either::Arg::S(f.target_type.clone()),
+        );
     }
     if !f.target_id.is_empty() {
         add(&mut sql, "target_id =", either::Arg::S(f.target_id.clone()));

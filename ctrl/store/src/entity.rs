@@ -167,7 +167,9 @@ fn conflict_what<E: Entity>() -> &'static str {
 /// # Errors
 /// [`StoreError::NotFound`] if absent in that scope.
 pub async fn get<E: Entity>(c: &mut AnyConnection, scope: Scope<'_>, key: &str) -> Result<E> {
-    find(c, scope, key).await?.ok_or(StoreError::NotFound(E::KIND))
+    find(c, scope, key)
+        .await?
+        .ok_or(StoreError::NotFound(E::KIND))
 }
 
 /// Like [`get`], returning `None` when absent.
@@ -249,7 +251,10 @@ pub async fn list<E: Entity>(
     let mut next = String::new();
     for (i, row) in rows.iter().enumerate() {
         if i == limit as usize {
-            next = items.last().map(|e: &E| e.id().to_string()).unwrap_or_default();
+            next = items
+                .last()
+                .map(|e: &E| e.id().to_string())
+                .unwrap_or_default();
             break;
         }
         items.push(decode(

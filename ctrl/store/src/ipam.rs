@@ -244,7 +244,10 @@ impl Store {
         .fetch_optional(w.conn())
         .await?;
         let Some(row) = row else {
-            return Ok(reqs.iter().map(|_| Err(StoreError::NotFound("cvlan"))).collect());
+            return Ok(reqs
+                .iter()
+                .map(|_| Err(StoreError::NotFound("cvlan")))
+                .collect());
         };
         let version: i64 = row.try_get(0)?;
         let v4: Ipv4Net = row
@@ -253,7 +256,8 @@ impl Store {
             .map_err(|_| StoreError::NotFound("cvlan ipv4 prefix"))?;
         let v6s: String = row.try_get(2)?;
         let v6: Option<Ipv6Net> = v6s.parse().ok();
-        let fresh = matches!(cache, Some(c) if c.version == version - 1 && c.v4 == v4 && c.v6 == v6);
+        let fresh =
+            matches!(cache, Some(c) if c.version == version - 1 && c.v4 == v4 && c.v6 == v6);
         if !fresh {
             let offsets: Vec<i64> =
                 sqlx::query_scalar("SELECT host_offset FROM addresses WHERE cvlan_id = $1")
@@ -435,11 +439,23 @@ mod tests {
         let v4: Ipv4Net = "10.0.0.0/24".parse().unwrap();
         let v6: Ipv6Net = "fd00::/64".parse().unwrap();
         assert_eq!(host_range(&v4), (1, 255));
-        assert_eq!(offset_of(&v4, Some(&v6), "10.0.0.7".parse().unwrap()), Some(7));
-        assert_eq!(offset_of(&v4, Some(&v6), "fd00::7".parse().unwrap()), Some(7));
+        assert_eq!(
+            offset_of(&v4, Some(&v6), "10.0.0.7".parse().unwrap()),
+            Some(7)
+        );
+        assert_eq!(
+            offset_of(&v4, Some(&v6), "fd00::7".parse().unwrap()),
+            Some(7)
+        );
         assert_eq!(offset_of(&v4, Some(&v6), "10.0.0.0".parse().unwrap()), None);
-        assert_eq!(offset_of(&v4, Some(&v6), "10.0.0.255".parse().unwrap()), None);
-        assert_eq!(offset_of(&v4, Some(&v6), "fd00::1:0".parse().unwrap()), None);
+        assert_eq!(
+            offset_of(&v4, Some(&v6), "10.0.0.255".parse().unwrap()),
+            None
+        );
+        assert_eq!(
+            offset_of(&v4, Some(&v6), "fd00::1:0".parse().unwrap()),
+            None
+        );
         assert_eq!(offset_of(&v4, Some(&v6), "10.0.1.1".parse().unwrap()), None);
         let (a4, a6) = addresses_at(&v4, Some(&v6), 7);
         assert_eq!(a4.to_string(), "10.0.0.7");

@@ -21,10 +21,12 @@ impl Store {
     pub async fn claim_job(&self, name: &str, owner: &str, lease_secs: i64) -> Result<Claim> {
         let now = time::now_micros();
         let mut w = self.begin_write().await?;
-        sqlx::query("INSERT INTO jobs (name, next_run) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .execute(w.conn())
-            .await?;
+        sqlx::query(
+            "INSERT INTO jobs (name, next_run) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .execute(w.conn())
+        .await?;
         let r = sqlx::query(
             "UPDATE jobs SET lease_owner = $2, lease_until = $3 \
              WHERE name = $1 AND next_run <= $4 AND lease_until < $4",

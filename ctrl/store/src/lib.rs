@@ -129,7 +129,12 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url);
-        let pool = connect(url, backend, if backend == Backend::Sqlite { 8 } else { 32 }).await?;
+        let pool = connect(
+            url,
+            backend,
+            if backend == Backend::Sqlite { 8 } else { 32 },
+        )
+        .await?;
         let store = Store {
             pool,
             backend,

@@ -154,8 +154,12 @@ impl H {
     /// Creates a tenant, a CVLAN "lab" and one user per tenant role; returns their tokens
     /// as (admin, operator, viewer).
     pub async fn tenant_with_users(&self, tenant: &str, v4: &str) -> (String, String, String) {
-        self.ok("POST", "/api/v1/tenants", Some(serde_json::json!({"name": tenant})))
-            .await;
+        self.ok(
+            "POST",
+            "/api/v1/tenants",
+            Some(serde_json::json!({"name": tenant})),
+        )
+        .await;
         self.ok(
             "POST",
             &format!("/api/v1/tenants/{tenant}/cvlans"),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: formatting, lints, unit/integration tests on SQLite and
+# PostgreSQL, the C ABI driver, fuzz-corpus replay, and benchmark smoke runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hw-lab/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cvlan/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+CVLAN_TEST_POSTGRES_URL=$(bash hw-lab/postgres.sh | tail -n1)
+export CVLAN_TEST_POSTGRES_URL CVLAN_BENCH_POSTGRES_URL="$CVLAN_TEST_POSTGRES_URL"
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test (SQLite + PostgreSQL)"
+cargo test --workspace
+echo "== benchmark smoke runs"
+cargo run -q -p cvlan-bench -- ipam --quick --clients 50
+cargo run -q -p cvlan-bench -- fastpath --quick
