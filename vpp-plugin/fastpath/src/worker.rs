@@ -377,6 +377,7 @@ impl Core {
 
         // Pass 2: replay check, open in place; prefetch the peer record a few packets ahead.
         let n = bufs.len();
+        let lpm_large = view.lpm_is_large();
         let mut cached: Option<(u64, LessSafeKey)> = None;
         for i in 0..n {
             if i + PREFETCH < n
@@ -456,7 +457,7 @@ impl Core {
                 self.finish(i, v, Next::Drop, Reason::Malformed);
                 continue;
             };
-            if let Some(t) = view.tenant(peer.tenant) {
+            if lpm_large && let Some(t) = view.tenant(peer.tenant) {
                 view.prefetch_route(t, inner.tuple.src, inner.v6);
             }
             p.start += cs;
@@ -503,7 +504,8 @@ impl Core {
 
     /// acl: first matching rule of the tenant's compiled classifier, else the default.
     fn node_acl(&mut self, view: &GenView<'_>, n: usize, verdicts: &mut [Verdict]) {
-        for m in self.meta.iter().take(PREFETCH_FAR.min(n)) {
+        let far = if view.acl_is_large() { PREFETCH_FAR } else { 0 };
+        for m in self.meta.iter().take(far.min(n)) {
             if !m.done
                 && let Some(t) = view.tenant(m.tenant)
             {
@@ -511,8 +513,9 @@ impl Core {
             }
         }
         for (i, v) in verdicts.iter_mut().enumerate().take(n) {
-            if i + PREFETCH_FAR < n
-                && let Some(ahead) = self.meta.get(i + PREFETCH_FAR)
+            if far > 0
+                && i + far < n
+                && let Some(ahead) = self.meta.get(i + far)
                 && !ahead.done
                 && let Some(t) = view.tenant(ahead.tenant)
             {
@@ -538,7 +541,8 @@ impl Core {
 
     /// route: longest-prefix match of the inner destination → egress peer or local delivery.
     fn node_route(&mut self, view: &GenView<'_>, n: usize, verdicts: &mut [Verdict]) {
-        for m in self.meta.iter().take(PREFETCH_FAR.min(n)) {
+        let far = if view.lpm_is_large() { PREFETCH_FAR } else { 0 };
+        for m in self.meta.iter().take(far.min(n)) {
             if !m.done
                 && let Some(t) = view.tenant(m.tenant)
             {
@@ -546,8 +550,9 @@ impl Core {
             }
         }
         for (i, v) in verdicts.iter_mut().enumerate().take(n) {
-            if i + PREFETCH_FAR < n
-                && let Some(ahead) = self.meta.get(i + PREFETCH_FAR)
+            if far > 0
+                && i + far < n
+                && let Some(ahead) = self.meta.get(i + far)
                 && !ahead.done
                 && let Some(t) = view.tenant(ahead.tenant)
             {

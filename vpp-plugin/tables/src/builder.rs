@@ -241,7 +241,6 @@ fn build_lpm(
         first_level: levels.len() as u32,
         n_levels: by_len.len() as u32,
     };
-    let _ = bits;
     for (len, keys) in by_len.iter().rev() {
         let size = table_size(keys.len());
         let mask = (size - 1) as u32;
@@ -262,6 +261,7 @@ fn build_lpm(
             prefix_len: u32::from(*len),
             mask,
             first_entry: base as u64,
+            key_mask: split(prefix_mask(u32::from(*len), bits)),
         });
     }
     r
@@ -326,6 +326,8 @@ fn build_acl(
             mask,
             _pad2: 0,
             first_bucket: base as u64,
+            src_mask: split(prefix_mask(u32::from(src_len), bits)),
+            dst_mask: split(prefix_mask(u32::from(dst_len), bits)),
         });
     }
     compiled.sort_by_key(|t| t.min_index);

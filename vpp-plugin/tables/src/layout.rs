@@ -14,7 +14,7 @@ pub const SEG_MAGIC: u64 = u64::from_le_bytes(*b"CVLANSEG");
 /// "CVLANGEN" — first eight bytes of a generation slot.
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"CVLANGEN");
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Worker acknowledgement slots in the header.
 pub const MAX_WORKERS: usize = 64;
 /// Generation slots: one active, one being reclaimed by slow readers, one being written.
@@ -268,6 +268,8 @@ pub struct LpmLevel {
     pub mask: u32,
     /// Index of the first [`LpmEntry`].
     pub first_entry: u64,
+    /// The prefix mask `[hi, lo]`, precomputed (a variable 128-bit shift per packet costs).
+    pub key_mask: [u64; 2],
 }
 
 /// An LPM hash bucket.
@@ -304,6 +306,10 @@ pub struct AclTuple {
     pub _pad2: u32,
     /// Index of the first [`AclBucket`].
     pub first_bucket: u64,
+    /// Source prefix mask `[hi, lo]`, precomputed.
+    pub src_mask: [u64; 2],
+    /// Destination prefix mask `[hi, lo]`, precomputed.
+    pub dst_mask: [u64; 2],
 }
 
 /// A bucket: all rules of one tuple with the same masked source and destination.
@@ -381,9 +387,9 @@ const _: () = {
     assert!(size_of::<Tenant>() == 56);
     assert!(size_of::<Peer>() == 80);
     assert!(size_of::<Keypair>() == 88);
-    assert!(size_of::<LpmLevel>() == 16);
+    assert!(size_of::<LpmLevel>() == 32);
     assert!(size_of::<LpmEntry>() == 24);
-    assert!(size_of::<AclTuple>() == 24);
+    assert!(size_of::<AclTuple>() == 56);
     assert!(size_of::<AclBucket>() == 40);
     assert!(size_of::<AclRule>() == 16);
     assert!(size_of::<EspSa>() == 120);

@@ -401,6 +401,19 @@ impl<'a> GenView<'a> {
             .then_some(kp)
     }
 
+    /// Whether the ACL buckets of this generation exceed what stays cache-resident (L2), so
+    /// that prefetching them ahead pays for the hashing it repeats.
+    #[must_use]
+    pub fn acl_is_large(&self) -> bool {
+        core::mem::size_of_val(self.acl_buckets) > 256 * 1024
+    }
+
+    /// Same for the LPM buckets.
+    #[must_use]
+    pub fn lpm_is_large(&self) -> bool {
+        core::mem::size_of_val(self.lpm_entries) > 256 * 1024
+    }
+
     /// Prefetches the keypair record of a receiver index.
     #[inline]
     pub fn prefetch_keypair(&self, receiver_index: u32) {
@@ -419,8 +432,9 @@ impl<'a> GenView<'a> {
         let Some(levels) = self.lpm_levels.get(first..first + r.n_levels as usize) else {
             return;
         };
+        let _ = bits;
         for lvl in levels {
-            let key = addr & prefix_mask(lvl.prefix_len, bits);
+            let key = addr & join(lvl.key_mask);
             let i = (hash_key(key) as u32) & lvl.mask;
             if let Some(e) = self
                 .lpm_entries
@@ -444,18 +458,14 @@ impl<'a> GenView<'a> {
     /// Prefetches the first bucket each ACL tuple would probe for `t`.
     #[inline]
     pub fn prefetch_acl(&self, tenant: &Tenant, t: &FiveTuple, is_v6: bool) {
-        let (r, bits): (AclRef, u32) = if is_v6 {
-            (tenant.acl6, 128)
-        } else {
-            (tenant.acl4, 32)
-        };
+        let r: AclRef = if is_v6 { tenant.acl6 } else { tenant.acl4 };
         let first = r.first_tuple as usize;
         let Some(tuples) = self.acl_tuples.get(first..first + r.n_tuples as usize) else {
             return;
         };
         for tp in tuples {
-            let src = t.src & prefix_mask(u32::from(tp.src_len), bits);
-            let dst = t.dst & prefix_mask(u32::from(tp.dst_len), bits);
+            let src = t.src & join(tp.src_mask);
+            let dst = t.dst & join(tp.dst_mask);
             let i = (hash_pair(src, dst) as u32) & tp.mask;
             if let Some(b) = self
                 .acl_buckets
@@ -472,8 +482,9 @@ impl<'a> GenView<'a> {
     pub fn lpm(&self, r: LpmRef, addr: u128, bits: u32) -> Option<u32> {
         let first = r.first_level as usize;
         let levels = self.lpm_levels.get(first..first + r.n_levels as usize)?;
+        let _ = bits;
         for lvl in levels {
-            let key = addr & prefix_mask(lvl.prefix_len, bits);
+            let key = addr & join(lvl.key_mask);
             let base = lvl.first_entry as usize;
             let mut i = (hash_key(key) as u32) & lvl.mask;
             // Bounded by the table size: a corrupt (full, or non-power-of-two mask) table
@@ -508,11 +519,7 @@ impl<'a> GenView<'a> {
     #[inline]
     #[must_use]
     pub fn acl_classify(&self, tenant: &Tenant, t: &FiveTuple, is_v6: bool) -> Option<(u32, u8)> {
-        let (r, bits): (AclRef, u32) = if is_v6 {
-            (tenant.acl6, 128)
-        } else {
-            (tenant.acl4, 32)
-        };
+        let r: AclRef = if is_v6 { tenant.acl6 } else { tenant.acl4 };
         let first = r.first_tuple as usize;
         let tuples = self.acl_tuples.get(first..first + r.n_tuples as usize)?;
         let mut best: Option<(u32, u8)> = None;
@@ -520,8 +527,8 @@ impl<'a> GenView<'a> {
             if best.is_some_and(|(b, _)| tp.min_index >= b) {
                 break;
             }
-            let src = t.src & prefix_mask(u32::from(tp.src_len), bits);
-            let dst = t.dst & prefix_mask(u32::from(tp.dst_len), bits);
+            let src = t.src & join(tp.src_mask);
+            let dst = t.dst & join(tp.dst_mask);
             let base = tp.first_bucket as usize;
             let mut i = (hash_pair(src, dst) as u32) & tp.mask;
             let mut bucket = None;
