@@ -19,7 +19,13 @@ pub struct Cli {
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// API key (or session token) to use instead of the session saved by `login`.
-    #[arg(long, global = true, env = "CVLANCTL_TOKEN", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        global = true,
+        env = "CVLANCTL_TOKEN",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub token: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -709,12 +715,71 @@ mod tests {
     fn documented_examples_parse() {
         for args in [
             &["cvlanctl", "tenant", "create", "acme"][..],
-            &["cvlanctl", "cvlan", "create", "--tenant", "acme", "lab", "--ipv4", "10.20.0.0/24", "--ipv6", "fd20::/64"],
-            &["cvlanctl", "user", "create", "--tenant", "acme", "--email", "v@acme.test", "--password", "P", "--role", "viewer"],
-            &["cvlanctl", "address", "create", "--tenant", "acme", "--cvlan", "lab", "--ip", "10.20.0.7"],
-            &["cvlanctl", "token", "create", "--tenant", "acme", "--cvlan", "lab", "--reusable", "--expires", "24h", "--tag", "t"],
-            &["cvlanctl", "audit", "list", "--tenant", "acme", "--output", "json"],
-            &["cvlanctl", "policy", "create", "--tenant", "acme", "p", "--rule", "src=any dst=any action=allow", "--priority", "-5"],
+            &[
+                "cvlanctl",
+                "cvlan",
+                "create",
+                "--tenant",
+                "acme",
+                "lab",
+                "--ipv4",
+                "10.20.0.0/24",
+                "--ipv6",
+                "fd20::/64",
+            ],
+            &[
+                "cvlanctl",
+                "user",
+                "create",
+                "--tenant",
+                "acme",
+                "--email",
+                "v@acme.test",
+                "--password",
+                "P",
+                "--role",
+                "viewer",
+            ],
+            &[
+                "cvlanctl",
+                "address",
+                "create",
+                "--tenant",
+                "acme",
+                "--cvlan",
+                "lab",
+                "--ip",
+                "10.20.0.7",
+            ],
+            &[
+                "cvlanctl",
+                "token",
+                "create",
+                "--tenant",
+                "acme",
+                "--cvlan",
+                "lab",
+                "--reusable",
+                "--expires",
+                "24h",
+                "--tag",
+                "t",
+            ],
+            &[
+                "cvlanctl", "audit", "list", "--tenant", "acme", "--output", "json",
+            ],
+            &[
+                "cvlanctl",
+                "policy",
+                "create",
+                "--tenant",
+                "acme",
+                "p",
+                "--rule",
+                "src=any dst=any action=allow",
+                "--priority",
+                "-5",
+            ],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
@@ -722,9 +787,23 @@ mod tests {
 
     #[test]
     fn bad_rules_and_durations_are_usage_errors() {
-        let e = Cli::try_parse_from(["cvlanctl", "token", "create", "--tenant", "a", "--cvlan", "b", "--expires", "soon"]).unwrap_err();
+        let e = Cli::try_parse_from([
+            "cvlanctl",
+            "token",
+            "create",
+            "--tenant",
+            "a",
+            "--cvlan",
+            "b",
+            "--expires",
+            "soon",
+        ])
+        .unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        let e = Cli::try_parse_from(["cvlanctl", "policy", "create", "--tenant", "a", "p", "--rule", "src=any"]).unwrap_err();
+        let e = Cli::try_parse_from([
+            "cvlanctl", "policy", "create", "--tenant", "a", "p", "--rule", "src=any",
+        ])
+        .unwrap_err();
         assert_eq!(e.exit_code(), 2);
     }
 }

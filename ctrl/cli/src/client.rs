@@ -48,7 +48,9 @@ impl Client {
     /// # Errors
     /// Unparseable URLs or non-HTTP schemes.
     pub fn new(server: &str, token: Option<String>) -> Result<Self> {
-        let base = Url::parse(server).with_context(|| format!("server {server:?} is not a URL like http://127.0.0.1:8080"))?;
+        let base = Url::parse(server).with_context(|| {
+            format!("server {server:?} is not a URL like http://127.0.0.1:8080")
+        })?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             bail!("server {server:?} must be an http:// or https:// URL");
         }
@@ -70,16 +72,25 @@ impl Client {
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url> {
         let mut u = self.base.clone();
         {
-            let mut p = u.path_segments_mut().map_err(|()| anyhow!("server URL cannot take a path"))?;
+            let mut p = u
+                .path_segments_mut()
+                .map_err(|()| anyhow!("server URL cannot take a path"))?;
             p.pop_if_empty().extend(["api", "v1"]).extend(segments);
         }
         if !query.is_empty() {
-            u.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            u.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         Ok(u)
     }
 
-    async fn send(&self, method: Method, segments: &[&str], query: &[(&str, String)], body: Option<&Value>) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
         let url = self.url(segments, query)?;
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
@@ -105,7 +116,11 @@ impl Client {
         let text = res.text().await.unwrap_or_default();
         let message = serde_json::from_str::<Value>(&text)
             .ok()
-            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(String::from))
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .unwrap_or_else(|| {
                 let t = text.trim();
                 if t.is_empty() || t.len() > 500 {
@@ -121,7 +136,13 @@ impl Client {
     ///
     /// # Errors
     /// Transport failures, error statuses (with the server's message), non-JSON bodies.
-    pub async fn call(&self, method: Method, segments: &[&str], query: &[(&str, String)], body: Option<&Value>) -> Result<Value> {
+    pub async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let res = self.send(method, segments, query, body).await?;
         let bytes = res.bytes().await.context("reading the response")?;
         if bytes.is_empty() {
@@ -175,11 +196,20 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::call`]; a response without `items`.
-    pub async fn list(&self, segments: &[&str], mut query: Vec<(&str, String)>, all: bool) -> Result<Value> {
+    pub async fn list(
+        &self,
+        segments: &[&str],
+        mut query: Vec<(&str, String)>,
+        all: bool,
+    ) -> Result<Value> {
         let mut items = Vec::new();
         loop {
             let mut page = self.get(segments, &query).await?;
-            let next = page.get("nextPageToken").and_then(Value::as_str).unwrap_or("").to_string();
+            let next = page
+                .get("nextPageToken")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             match page.get_mut("items").map(Value::take) {
                 Some(Value::Array(v)) => items.extend(v),
                 Some(Value::Null) | None => {}
@@ -202,14 +232,22 @@ mod tests {
     fn path_segments_are_percent_encoded() {
         let c = Client::new("http://127.0.0.1:8080", None).unwrap();
         let u = c.url(&["tenants", "a/b c?", "cvlans"], &[]).unwrap();
-        assert_eq!(u.as_str(), "http://127.0.0.1:8080/api/v1/tenants/a%2Fb%20c%3F/cvlans");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:8080/api/v1/tenants/a%2Fb%20c%3F/cvlans"
+        );
     }
 
     #[test]
     fn a_server_path_prefix_is_kept() {
         let c = Client::new("https://example.test/cvlan/", None).unwrap();
-        let u = c.url(&["audit"], &[("since", "2026-01-01T00:00:00Z".into())]).unwrap();
-        assert_eq!(u.as_str(), "https://example.test/cvlan/api/v1/audit?since=2026-01-01T00%3A00%3A00Z");
+        let u = c
+            .url(&["audit"], &[("since", "2026-01-01T00:00:00Z".into())])
+            .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://example.test/cvlan/api/v1/audit?since=2026-01-01T00%3A00%3A00Z"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{
-    AddressCmd, AuditCmd, AuditFilter, Cli, Cmd, CvlanCmd, ExportFormat, GroupCmd, NodeCmd, Output, Paging, PolicyCmd,
-    RegionCmd, RelayCmd, TenantCmd, TokenCmd, UserCmd, VrouterCmd,
+    AddressCmd, AuditCmd, AuditFilter, Cli, Cmd, CvlanCmd, ExportFormat, GroupCmd, NodeCmd, Output,
+    Paging, PolicyCmd, RegionCmd, RelayCmd, TenantCmd, TokenCmd, UserCmd, VrouterCmd,
 };
 use crate::client::Client;
 use crate::config;
@@ -46,7 +46,11 @@ impl Fields {
     }
     /// Sets a list when any items were given, or an empty one when `clear`.
     fn list(self, k: &str, items: Vec<Value>, clear: bool) -> Self {
-        if items.is_empty() && !clear { self } else { self.set(k, items) }
+        if items.is_empty() && !clear {
+            self
+        } else {
+            self.set(k, items)
+        }
     }
     /// For updates: refuses an empty change.
     fn patch(self, flags: &str) -> Result<Value> {
@@ -85,7 +89,10 @@ struct Ctx {
 
 impl Ctx {
     async fn list(&self, noun: Noun, path: &[&str], paging: &Paging) -> Result<()> {
-        let page = self.client.list(path, paging_query(paging), paging.all).await?;
+        let page = self
+            .client
+            .list(path, paging_query(paging), paging.all)
+            .await?;
         output::list(self.out, noun, &page);
         Ok(())
     }
@@ -124,10 +131,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         .server
         .clone()
         .or_else(|| cfg.server.clone())
-        .or_else(|| std::env::var("CVLANCTL_SERVER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::env::var("CVLANCTL_SERVER")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| DEFAULT_SERVER.into());
     // A stored session only belongs to the server it was made on.
-    let stored = cfg.token.clone().filter(|_| cfg.server.as_deref().is_none_or(|s| s == server));
+    let stored = cfg
+        .token
+        .clone()
+        .filter(|_| cfg.server.as_deref().is_none_or(|s| s == server));
     let token = cli.token.clone().filter(|t| !t.is_empty()).or(stored);
     let ctx = Ctx {
         client: Client::new(&server, token)?,
@@ -156,7 +170,12 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 async fn login(ctx: Ctx, server: String, email: String, password: String) -> Result<()> {
     let anon = Client::new(&server, None)?;
-    let mut res = anon.post(&["auth", "login"], &json!({"email": email, "password": password})).await?;
+    let mut res = anon
+        .post(
+            &["auth", "login"],
+            &json!({"email": email, "password": password}),
+        )
+        .await?;
     let Some(token) = res.get("token").and_then(Value::as_str).map(String::from) else {
         bail!("the server's login response has no token");
     };
@@ -172,8 +191,15 @@ async fn login(ctx: Ctx, server: String, email: String, password: String) -> Res
     match ctx.out {
         Output::Json => output::json(&res),
         Output::Table => {
-            let role = res.pointer("/user/role").and_then(Value::as_str).unwrap_or("");
-            let role = role.strip_prefix("ROLE_").unwrap_or(role).to_ascii_lowercase().replace('_', "-");
+            let role = res
+                .pointer("/user/role")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let role = role
+                .strip_prefix("ROLE_")
+                .unwrap_or(role)
+                .to_ascii_lowercase()
+                .replace('_', "-");
             let exp = res.get("expiresAt").and_then(Value::as_str).unwrap_or("?");
             output::emit(&format!(
                 "Logged in to {server} as {email} ({role}); session saved in {} until {exp}.\n",
@@ -192,7 +218,9 @@ async fn logout(ctx: Ctx) -> Result<()> {
     };
     let server = cfg.server.clone().unwrap_or_else(|| DEFAULT_SERVER.into());
     // Forget the token locally even when the server cannot be told (expired session, offline).
-    let told = Client::new(&server, Some(token))?.call(reqwest::Method::POST, &["auth", "logout"], &[], None).await;
+    let told = Client::new(&server, Some(token))?
+        .call(reqwest::Method::POST, &["auth", "logout"], &[], None)
+        .await;
     cfg.email = None;
     config::save(&ctx.config_path, &cfg)?;
     match told {
@@ -214,7 +242,11 @@ async fn whoami(ctx: &Ctx) -> Result<()> {
     let user = v.get("user").cloned().unwrap_or(Value::Null);
     let mut t = output::detail(Noun::User, &user);
     t.add_row(["SERVER".to_string(), ctx.client.server().to_string()]);
-    if let Some(k) = v.get("apiKeyId").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+    if let Some(k) = v
+        .get("apiKeyId")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+    {
         t.add_row(["API KEY".to_string(), k.to_string()]);
     }
     output::emit(&format!("{t}\n"));
@@ -227,10 +259,23 @@ async fn tenant(ctx: &Ctx, c: TenantCmd) -> Result<()> {
         TenantCmd::List { paging } => ctx.list(N, &["tenants"], &paging).await,
         TenantCmd::Get { tenant } => ctx.get(N, &["tenants", &tenant]).await,
         TenantCmd::Create { name, display_name } => {
-            ctx.create(N, &["tenants"], Fields::default().set("name", name).opt("displayName", display_name).body()).await
+            ctx.create(
+                N,
+                &["tenants"],
+                Fields::default()
+                    .set("name", name)
+                    .opt("displayName", display_name)
+                    .body(),
+            )
+            .await
         }
-        TenantCmd::Update { tenant, display_name } => {
-            let body = Fields::default().opt("displayName", display_name).patch("--display-name")?;
+        TenantCmd::Update {
+            tenant,
+            display_name,
+        } => {
+            let body = Fields::default()
+                .opt("displayName", display_name)
+                .patch("--display-name")?;
             ctx.update(N, &["tenants", &tenant], body).await
         }
         TenantCmd::Delete { tenant } => ctx.delete(N, &["tenants", &tenant], &tenant).await,
@@ -240,9 +285,19 @@ async fn tenant(ctx: &Ctx, c: TenantCmd) -> Result<()> {
 async fn cvlan(ctx: &Ctx, c: CvlanCmd) -> Result<()> {
     const N: Noun = Noun::Cvlan;
     match c {
-        CvlanCmd::List { t, paging } => ctx.list(N, &["tenants", &t.tenant, "cvlans"], &paging).await,
+        CvlanCmd::List { t, paging } => {
+            ctx.list(N, &["tenants", &t.tenant, "cvlans"], &paging)
+                .await
+        }
         CvlanCmd::Get { t, cvlan } => ctx.get(N, &["tenants", &t.tenant, "cvlans", &cvlan]).await,
-        CvlanCmd::Create { t, name, ipv4, ipv6, mode, description } => {
+        CvlanCmd::Create {
+            t,
+            name,
+            ipv4,
+            ipv6,
+            mode,
+            description,
+        } => {
             let body = Fields::default()
                 .set("name", name)
                 .set("ipv4Prefix", ipv4)
@@ -252,15 +307,25 @@ async fn cvlan(ctx: &Ctx, c: CvlanCmd) -> Result<()> {
                 .body();
             ctx.create(N, &["tenants", &t.tenant, "cvlans"], body).await
         }
-        CvlanCmd::Update { t, cvlan, rename, description, mode } => {
+        CvlanCmd::Update {
+            t,
+            cvlan,
+            rename,
+            description,
+            mode,
+        } => {
             let body = Fields::default()
                 .opt("name", rename)
                 .opt("description", description)
                 .opt("mode", mode)
                 .patch("--rename, --description, --mode")?;
-            ctx.update(N, &["tenants", &t.tenant, "cvlans", &cvlan], body).await
+            ctx.update(N, &["tenants", &t.tenant, "cvlans", &cvlan], body)
+                .await
         }
-        CvlanCmd::Delete { t, cvlan } => ctx.delete(N, &["tenants", &t.tenant, "cvlans", &cvlan], &cvlan).await,
+        CvlanCmd::Delete { t, cvlan } => {
+            ctx.delete(N, &["tenants", &t.tenant, "cvlans", &cvlan], &cvlan)
+                .await
+        }
     }
 }
 
@@ -275,16 +340,28 @@ fn users_path(tenant: Option<&str>) -> Vec<&str> {
 async fn user(ctx: &Ctx, c: UserCmd) -> Result<()> {
     const N: Noun = Noun::User;
     match c {
-        UserCmd::List { tenant, paging } => ctx.list(N, &users_path(tenant.as_deref()), &paging).await,
+        UserCmd::List { tenant, paging } => {
+            ctx.list(N, &users_path(tenant.as_deref()), &paging).await
+        }
         UserCmd::Get { tenant, user } => {
             let mut p = users_path(tenant.as_deref());
             p.push(&user);
             ctx.get(N, &p).await
         }
-        UserCmd::Create { tenant, email, password, role, display_name } => {
+        UserCmd::Create {
+            tenant,
+            email,
+            password,
+            role,
+            display_name,
+        } => {
             match (tenant.is_some(), role == "ROLE_SUPERADMIN") {
-                (true, true) => return usage("superadmins belong to no tenant; drop --tenant to create one"),
-                (false, false) => return usage("--tenant is required for every role but superadmin"),
+                (true, true) => {
+                    return usage("superadmins belong to no tenant; drop --tenant to create one");
+                }
+                (false, false) => {
+                    return usage("--tenant is required for every role but superadmin");
+                }
                 _ => {}
             }
             let body = Fields::default()
@@ -295,7 +372,13 @@ async fn user(ctx: &Ctx, c: UserCmd) -> Result<()> {
                 .body();
             ctx.create(N, &users_path(tenant.as_deref()), body).await
         }
-        UserCmd::Update { tenant, user, role, password, display_name } => {
+        UserCmd::Update {
+            tenant,
+            user,
+            role,
+            password,
+            display_name,
+        } => {
             let body = Fields::default()
                 .opt("role", role)
                 .opt("password", password)
@@ -316,9 +399,17 @@ async fn user(ctx: &Ctx, c: UserCmd) -> Result<()> {
 async fn group(ctx: &Ctx, c: GroupCmd) -> Result<()> {
     const N: Noun = Noun::Group;
     match c {
-        GroupCmd::List { t, paging } => ctx.list(N, &["tenants", &t.tenant, "groups"], &paging).await,
+        GroupCmd::List { t, paging } => {
+            ctx.list(N, &["tenants", &t.tenant, "groups"], &paging)
+                .await
+        }
         GroupCmd::Get { t, group } => ctx.get(N, &["tenants", &t.tenant, "groups", &group]).await,
-        GroupCmd::Create { t, name, description, members } => {
+        GroupCmd::Create {
+            t,
+            name,
+            description,
+            members,
+        } => {
             let body = Fields::default()
                 .set("name", name)
                 .opt("description", description)
@@ -326,42 +417,77 @@ async fn group(ctx: &Ctx, c: GroupCmd) -> Result<()> {
                 .body();
             ctx.create(N, &["tenants", &t.tenant, "groups"], body).await
         }
-        GroupCmd::Update { t, group, rename, description, members, no_members } => {
+        GroupCmd::Update {
+            t,
+            group,
+            rename,
+            description,
+            members,
+            no_members,
+        } => {
             let body = Fields::default()
                 .opt("name", rename)
                 .opt("description", description)
                 .list("members", members, no_members)
                 .patch("--rename, --description, --member, --no-members")?;
-            ctx.update(N, &["tenants", &t.tenant, "groups", &group], body).await
+            ctx.update(N, &["tenants", &t.tenant, "groups", &group], body)
+                .await
         }
-        GroupCmd::Delete { t, group } => ctx.delete(N, &["tenants", &t.tenant, "groups", &group], &group).await,
+        GroupCmd::Delete { t, group } => {
+            ctx.delete(N, &["tenants", &t.tenant, "groups", &group], &group)
+                .await
+        }
     }
 }
 
 async fn policy(ctx: &Ctx, c: PolicyCmd) -> Result<()> {
     const N: Noun = Noun::Policy;
     match c {
-        PolicyCmd::List { t, paging } => ctx.list(N, &["tenants", &t.tenant, "policies"], &paging).await,
-        PolicyCmd::Get { t, policy } => ctx.get(N, &["tenants", &t.tenant, "policies", &policy]).await,
-        PolicyCmd::Create { t, name, rules, priority, description } => {
+        PolicyCmd::List { t, paging } => {
+            ctx.list(N, &["tenants", &t.tenant, "policies"], &paging)
+                .await
+        }
+        PolicyCmd::Get { t, policy } => {
+            ctx.get(N, &["tenants", &t.tenant, "policies", &policy])
+                .await
+        }
+        PolicyCmd::Create {
+            t,
+            name,
+            rules,
+            priority,
+            description,
+        } => {
             let body = Fields::default()
                 .set("name", name)
                 .opt("priority", priority)
                 .opt("description", description)
                 .list("rules", rules, false)
                 .body();
-            ctx.create(N, &["tenants", &t.tenant, "policies"], body).await
+            ctx.create(N, &["tenants", &t.tenant, "policies"], body)
+                .await
         }
-        PolicyCmd::Update { t, policy, rename, rules, priority, description } => {
+        PolicyCmd::Update {
+            t,
+            policy,
+            rename,
+            rules,
+            priority,
+            description,
+        } => {
             let body = Fields::default()
                 .opt("name", rename)
                 .opt("priority", priority)
                 .opt("description", description)
                 .list("rules", rules, false)
                 .patch("--rename, --rule, --priority, --description")?;
-            ctx.update(N, &["tenants", &t.tenant, "policies", &policy], body).await
+            ctx.update(N, &["tenants", &t.tenant, "policies", &policy], body)
+                .await
         }
-        PolicyCmd::Delete { t, policy } => ctx.delete(N, &["tenants", &t.tenant, "policies", &policy], &policy).await,
+        PolicyCmd::Delete { t, policy } => {
+            ctx.delete(N, &["tenants", &t.tenant, "policies", &policy], &policy)
+                .await
+        }
     }
 }
 
@@ -370,23 +496,44 @@ async fn node(ctx: &Ctx, c: NodeCmd) -> Result<()> {
     match c {
         NodeCmd::List { t, paging } => ctx.list(N, &["tenants", &t.tenant, "nodes"], &paging).await,
         NodeCmd::Get { t, node } => ctx.get(N, &["tenants", &t.tenant, "nodes", &node]).await,
-        NodeCmd::Update { t, node, rename, tags, no_tags } => {
+        NodeCmd::Update {
+            t,
+            node,
+            rename,
+            tags,
+            no_tags,
+        } => {
             let body = Fields::default()
                 .opt("name", rename)
                 .list("tags", strings(tags), no_tags)
                 .patch("--rename, --tag, --no-tags")?;
-            ctx.update(N, &["tenants", &t.tenant, "nodes", &node], body).await
+            ctx.update(N, &["tenants", &t.tenant, "nodes", &node], body)
+                .await
         }
-        NodeCmd::Delete { t, node } => ctx.delete(N, &["tenants", &t.tenant, "nodes", &node], &node).await,
+        NodeCmd::Delete { t, node } => {
+            ctx.delete(N, &["tenants", &t.tenant, "nodes", &node], &node)
+                .await
+        }
     }
 }
 
 async fn token_cmd(ctx: &Ctx, c: TokenCmd) -> Result<()> {
     const N: Noun = Noun::Token;
     match c {
-        TokenCmd::List { t, paging } => ctx.list(N, &["tenants", &t.tenant, "tokens"], &paging).await,
+        TokenCmd::List { t, paging } => {
+            ctx.list(N, &["tenants", &t.tenant, "tokens"], &paging)
+                .await
+        }
         TokenCmd::Get { t, id } => ctx.get(N, &["tenants", &t.tenant, "tokens", &id]).await,
-        TokenCmd::Create { t, cvlan, reusable, ephemeral, expires, tags, description } => {
+        TokenCmd::Create {
+            t,
+            cvlan,
+            reusable,
+            ephemeral,
+            expires,
+            tags,
+            description,
+        } => {
             let body = Fields::default()
                 .set("cvlanId", cvlan)
                 .set("reusable", reusable)
@@ -395,7 +542,10 @@ async fn token_cmd(ctx: &Ctx, c: TokenCmd) -> Result<()> {
                 .opt("ttlSeconds", expires)
                 .opt("description", description)
                 .body();
-            let v = ctx.client.post(&["tenants", &t.tenant, "tokens"], &body).await?;
+            let v = ctx
+                .client
+                .post(&["tenants", &t.tenant, "tokens"], &body)
+                .await?;
             if ctx.out == Output::Json {
                 output::json(&v);
                 return Ok(());
@@ -408,14 +558,25 @@ async fn token_cmd(ctx: &Ctx, c: TokenCmd) -> Result<()> {
             Ok(())
         }
         TokenCmd::Revoke { t, id } => {
-            let v = ctx.client.call(reqwest::Method::POST, &["tenants", &t.tenant, "tokens", &id, "revoke"], &[], None).await?;
+            let v = ctx
+                .client
+                .call(
+                    reqwest::Method::POST,
+                    &["tenants", &t.tenant, "tokens", &id, "revoke"],
+                    &[],
+                    None,
+                )
+                .await?;
             match ctx.out {
                 Output::Json => output::json(&v),
                 Output::Table => output::emit(&format!("Revoked token {id}.\n")),
             }
             Ok(())
         }
-        TokenCmd::Delete { t, id } => ctx.delete(N, &["tenants", &t.tenant, "tokens", &id], &id).await,
+        TokenCmd::Delete { t, id } => {
+            ctx.delete(N, &["tenants", &t.tenant, "tokens", &id], &id)
+                .await
+        }
     }
 }
 
@@ -423,16 +584,53 @@ async fn token_cmd(ctx: &Ctx, c: TokenCmd) -> Result<()> {
 async fn assignments(ctx: &Ctx, assign: Vec<(String, Option<String>)>) -> Result<Vec<Value>> {
     let mut out = Vec::with_capacity(assign.len());
     for (t, c) in assign {
-        let ten = ctx.client.get(&["tenants", &t], &[]).await.with_context(|| format!("tenant {t:?}"))?;
-        let tid = ten.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ten = ctx
+            .client
+            .get(&["tenants", &t], &[])
+            .await
+            .with_context(|| format!("tenant {t:?}"))?;
+        let tid = ten
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let mut a = Fields::default().set("tenantId", tid.clone());
         if let Some(c) = c {
-            let cv = ctx.client.get(&["tenants", &tid, "cvlans", &c], &[]).await.with_context(|| format!("cvlan {c:?} of tenant {t:?}"))?;
-            a = a.set("cvlanId", cv.get("id").and_then(Value::as_str).unwrap_or_default());
+            let cv = ctx
+                .client
+                .get(&["tenants", &tid, "cvlans", &c], &[])
+                .await
+                .with_context(|| format!("cvlan {c:?} of tenant {t:?}"))?;
+            a = a.set(
+                "cvlanId",
+                cv.get("id").and_then(Value::as_str).unwrap_or_default(),
+            );
         }
         out.push(a.body());
     }
     Ok(out)
+}
+
+/// The id of a region given by name or id. The server checks that a region exists but stores
+/// whatever key it was given, so a name would not count as a use when the region is deleted.
+async fn region_id(ctx: &Ctx, region: Option<String>) -> Result<Option<String>> {
+    let Some(r) = region else {
+        return Ok(None);
+    };
+    if r.is_empty() {
+        return Ok(Some(r));
+    }
+    let v = ctx
+        .client
+        .get(&["regions", &r], &[])
+        .await
+        .with_context(|| format!("region {r:?}"))?;
+    Ok(Some(
+        v.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    ))
 }
 
 async fn vrouter(ctx: &Ctx, c: VrouterCmd) -> Result<()> {
@@ -440,24 +638,44 @@ async fn vrouter(ctx: &Ctx, c: VrouterCmd) -> Result<()> {
     match c {
         VrouterCmd::List { paging } => ctx.list(N, &["vrouters"], &paging).await,
         VrouterCmd::Get { vrouter } => ctx.get(N, &["vrouters", &vrouter]).await,
-        VrouterCmd::Create { name, region, endpoint, public_key, assign } => {
+        VrouterCmd::Create {
+            name,
+            region,
+            endpoint,
+            public_key,
+            assign,
+        } => {
             let body = Fields::default()
                 .set("name", name)
-                .opt("regionId", region)
+                .opt("regionId", region_id(ctx, region).await?)
                 .opt("endpoint", endpoint)
                 .opt("wgPublicKey", public_key)
                 .list("assignments", assignments(ctx, assign).await?, false)
                 .body();
             ctx.create(N, &["vrouters"], body).await
         }
-        VrouterCmd::Update { vrouter, rename, region, endpoint, public_key, assign, no_assignments } => {
+        VrouterCmd::Update {
+            vrouter,
+            rename,
+            region,
+            endpoint,
+            public_key,
+            assign,
+            no_assignments,
+        } => {
             let body = Fields::default()
                 .opt("name", rename)
-                .opt("regionId", region)
+                .opt("regionId", region_id(ctx, region).await?)
                 .opt("endpoint", endpoint)
                 .opt("wgPublicKey", public_key)
-                .list("assignments", assignments(ctx, assign).await?, no_assignments)
-                .patch("--rename, --region, --endpoint, --public-key, --assign, --no-assignments")?;
+                .list(
+                    "assignments",
+                    assignments(ctx, assign).await?,
+                    no_assignments,
+                )
+                .patch(
+                    "--rename, --region, --endpoint, --public-key, --assign, --no-assignments",
+                )?;
             ctx.update(N, &["vrouters", &vrouter], body).await
         }
         VrouterCmd::Delete { vrouter } => ctx.delete(N, &["vrouters", &vrouter], &vrouter).await,
@@ -470,10 +688,25 @@ async fn region(ctx: &Ctx, c: RegionCmd) -> Result<()> {
         RegionCmd::List { paging } => ctx.list(N, &["regions"], &paging).await,
         RegionCmd::Get { region } => ctx.get(N, &["regions", &region]).await,
         RegionCmd::Create { name, description } => {
-            ctx.create(N, &["regions"], Fields::default().set("name", name).opt("description", description).body()).await
+            ctx.create(
+                N,
+                &["regions"],
+                Fields::default()
+                    .set("name", name)
+                    .opt("description", description)
+                    .body(),
+            )
+            .await
         }
-        RegionCmd::Update { region, rename, description } => {
-            let body = Fields::default().opt("name", rename).opt("description", description).patch("--rename, --description")?;
+        RegionCmd::Update {
+            region,
+            rename,
+            description,
+        } => {
+            let body = Fields::default()
+                .opt("name", rename)
+                .opt("description", description)
+                .patch("--rename, --description")?;
             ctx.update(N, &["regions", &region], body).await
         }
         RegionCmd::Delete { region } => ctx.delete(N, &["regions", &region], &region).await,
@@ -485,14 +718,27 @@ async fn relay(ctx: &Ctx, c: RelayCmd) -> Result<()> {
     match c {
         RelayCmd::List { paging } => ctx.list(N, &["relays"], &paging).await,
         RelayCmd::Get { relay } => ctx.get(N, &["relays", &relay]).await,
-        RelayCmd::Create { name, region, endpoint } => {
-            let body = Fields::default().set("name", name).opt("regionId", region).set("endpoint", endpoint).body();
+        RelayCmd::Create {
+            name,
+            region,
+            endpoint,
+        } => {
+            let body = Fields::default()
+                .set("name", name)
+                .opt("regionId", region_id(ctx, region).await?)
+                .set("endpoint", endpoint)
+                .body();
             ctx.create(N, &["relays"], body).await
         }
-        RelayCmd::Update { relay, rename, region, endpoint } => {
+        RelayCmd::Update {
+            relay,
+            rename,
+            region,
+            endpoint,
+        } => {
             let body = Fields::default()
                 .opt("name", rename)
-                .opt("regionId", region)
+                .opt("regionId", region_id(ctx, region).await?)
                 .opt("endpoint", endpoint)
                 .patch("--rename, --region, --endpoint")?;
             ctx.update(N, &["relays", &relay], body).await
@@ -504,14 +750,54 @@ async fn relay(ctx: &Ctx, c: RelayCmd) -> Result<()> {
 async fn address(ctx: &Ctx, c: AddressCmd) -> Result<()> {
     const N: Noun = Noun::Address;
     match c {
-        AddressCmd::List { c, paging } => ctx.list(N, &["tenants", &c.tenant, "cvlans", &c.cvlan, "addresses"], &paging).await,
-        AddressCmd::Get { c, address } => ctx.get(N, &["tenants", &c.tenant, "cvlans", &c.cvlan, "addresses", &address]).await,
+        AddressCmd::List { c, paging } => {
+            ctx.list(
+                N,
+                &["tenants", &c.tenant, "cvlans", &c.cvlan, "addresses"],
+                &paging,
+            )
+            .await
+        }
+        AddressCmd::Get { c, address } => {
+            ctx.get(
+                N,
+                &[
+                    "tenants",
+                    &c.tenant,
+                    "cvlans",
+                    &c.cvlan,
+                    "addresses",
+                    &address,
+                ],
+            )
+            .await
+        }
         AddressCmd::Create { c, ip, description } => {
-            let body = Fields::default().opt("address", ip).opt("description", description).body();
-            ctx.create(N, &["tenants", &c.tenant, "cvlans", &c.cvlan, "addresses"], body).await
+            let body = Fields::default()
+                .opt("address", ip)
+                .opt("description", description)
+                .body();
+            ctx.create(
+                N,
+                &["tenants", &c.tenant, "cvlans", &c.cvlan, "addresses"],
+                body,
+            )
+            .await
         }
         AddressCmd::Delete { c, address } => {
-            ctx.delete(N, &["tenants", &c.tenant, "cvlans", &c.cvlan, "addresses", &address], &address).await
+            ctx.delete(
+                N,
+                &[
+                    "tenants",
+                    &c.tenant,
+                    "cvlans",
+                    &c.cvlan,
+                    "addresses",
+                    &address,
+                ],
+                &address,
+            )
+            .await
         }
     }
 }
@@ -547,11 +833,18 @@ async fn audit(ctx: &Ctx, c: AuditCmd) -> Result<()> {
         AuditCmd::List { filter, paging } => {
             let mut q = audit_query(&filter);
             q.extend(paging_query(&paging));
-            let page = ctx.client.list(&audit_path(filter.tenant.as_deref(), None), q, paging.all).await?;
+            let page = ctx
+                .client
+                .list(&audit_path(filter.tenant.as_deref(), None), q, paging.all)
+                .await?;
             output::list(ctx.out, Noun::Audit, &page);
             Ok(())
         }
-        AuditCmd::Export { filter, format, file } => {
+        AuditCmd::Export {
+            filter,
+            format,
+            file,
+        } => {
             let mut q = audit_query(&filter);
             q.push((
                 "format",
@@ -561,11 +854,19 @@ async fn audit(ctx: &Ctx, c: AuditCmd) -> Result<()> {
                 }
                 .into(),
             ));
-            let body = ctx.client.text(&audit_path(filter.tenant.as_deref(), Some("export")), &q).await?;
+            let body = ctx
+                .client
+                .text(&audit_path(filter.tenant.as_deref(), Some("export")), &q)
+                .await?;
             match file {
                 Some(path) => {
-                    std::fs::write(&path, body.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("Wrote {} event(s) to {}.", audit_lines(&body, format), path.display());
+                    std::fs::write(&path, body.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "Wrote {} event(s) to {}.",
+                        audit_lines(&body, format),
+                        path.display()
+                    );
                 }
                 None => output::emit(&body),
             }
@@ -601,13 +902,19 @@ mod tests {
 
     #[test]
     fn an_update_without_fields_is_a_usage_error() {
-        let e = Fields::default().opt("name", None::<String>).patch("--rename").unwrap_err();
+        let e = Fields::default()
+            .opt("name", None::<String>)
+            .patch("--rename")
+            .unwrap_err();
         assert!(e.downcast_ref::<UsageError>().is_some());
     }
 
     #[test]
     fn clearing_a_list_sends_an_empty_list() {
-        let b = Fields::default().list("tags", vec![], true).patch("--tag").unwrap();
+        let b = Fields::default()
+            .list("tags", vec![], true)
+            .patch("--tag")
+            .unwrap();
         assert_eq!(b, json!({"tags": []}));
     }
 

@@ -44,8 +44,13 @@ pub fn path() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| anyhow!("neither CVLANCTL_CONFIG nor HOME is set; cannot find the config file"))?;
-    Ok(PathBuf::from(home).join(".config").join("cvlan").join("cli.json"))
+        .ok_or_else(|| {
+            anyhow!("neither CVLANCTL_CONFIG nor HOME is set; cannot find the config file")
+        })?;
+    Ok(PathBuf::from(home)
+        .join(".config")
+        .join("cvlan")
+        .join("cli.json"))
 }
 
 /// Reads the config; a missing file is an empty config.
@@ -65,7 +70,10 @@ pub fn load(path: &Path) -> Result<Config> {
 /// # Errors
 /// File system errors.
 pub fn save(path: &Path, cfg: &Config) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -73,11 +81,18 @@ pub fn save(path: &Path, cfg: &Config) -> Result<()> {
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "cli.json".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cli.json".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let body = serde_json::to_string_pretty(cfg)?;
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         // create_new with a mode is subject to the umask, which can only remove bits; make sure.
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(body.as_bytes())?;

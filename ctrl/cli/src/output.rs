@@ -52,7 +52,10 @@ pub fn emit(s: &str) {
 
 /// Pretty JSON plus a newline.
 pub fn json(v: &Value) {
-    emit(&format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())));
+    emit(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    ));
 }
 
 /// A list response: JSON as is, or one table row per item (and a hint when more pages exist).
@@ -64,12 +67,19 @@ pub fn list(out: Output, noun: Noun, page: &Value) {
     let mut t = table();
     t.set_header(cols.iter().map(|c| c.0));
     let empty = Vec::new();
-    let items = page.get("items").and_then(Value::as_array).unwrap_or(&empty);
+    let items = page
+        .get("items")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     for item in items {
         t.add_row(cols.iter().map(|c| (c.1)(item)));
     }
     emit(&format!("{t}\n"));
-    if let Some(next) = page.get("nextPageToken").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(next) = page
+        .get("nextPageToken")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         eprintln!("more results: add --page-token {next} (or --all)");
     }
 }
@@ -117,13 +127,21 @@ fn text(v: &Value, field: &str) -> String {
 }
 
 fn flag(v: &Value, field: &str) -> String {
-    if v.get(field).and_then(Value::as_bool).unwrap_or(false) { "yes" } else { "no" }.into()
+    if v.get(field).and_then(Value::as_bool).unwrap_or(false) {
+        "yes"
+    } else {
+        "no"
+    }
+    .into()
 }
 
 /// An enum name without its prefix, lowercased: `ROLE_TENANT_ADMIN` → `tenant-admin`.
 fn enum_word(v: &Value, field: &str, prefix: &str) -> String {
     let s = text(v, field);
-    s.strip_prefix(prefix).unwrap_or(&s).to_ascii_lowercase().replace('_', "-")
+    s.strip_prefix(prefix)
+        .unwrap_or(&s)
+        .to_ascii_lowercase()
+        .replace('_', "-")
 }
 
 fn members(v: &Value) -> String {
@@ -134,7 +152,11 @@ fn members(v: &Value) -> String {
         .map(|m| {
             [("userId", "user"), ("nodeId", "node"), ("tag", "tag")]
                 .iter()
-                .find_map(|(k, w)| m.get(*k).and_then(Value::as_str).map(|x| format!("{w}:{x}")))
+                .find_map(|(k, w)| {
+                    m.get(*k)
+                        .and_then(Value::as_str)
+                        .map(|x| format!("{w}:{x}"))
+                })
                 .unwrap_or_else(|| m.to_string())
         })
         .collect::<Vec<_>>()
@@ -147,7 +169,11 @@ fn selector(s: &Value) -> String {
     }
     ["group", "tag", "node", "cidr"]
         .iter()
-        .find_map(|k| s.get(*k).and_then(Value::as_str).map(|x| format!("{k}:{x}")))
+        .find_map(|k| {
+            s.get(*k)
+                .and_then(Value::as_str)
+                .map(|x| format!("{k}:{x}"))
+        })
         .unwrap_or_else(|| s.to_string())
 }
 
@@ -164,12 +190,20 @@ pub fn rule_words(r: &Value) -> String {
     if !proto.is_empty() && proto != "any" {
         s.push_str(&format!(" proto={proto}"));
     }
-    if let Some(ps) = r.get("ports").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+    if let Some(ps) = r
+        .get("ports")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    {
         let ps: Vec<String> = ps
             .iter()
             .map(|p| {
                 let (a, b) = (text(p, "first"), text(p, "last"));
-                if a == b || b.is_empty() { a } else { format!("{a}-{b}") }
+                if a == b || b.is_empty() {
+                    a
+                } else {
+                    format!("{a}-{b}")
+                }
             })
             .collect();
         s.push_str(&format!(" ports={}", ps.join(",")));
@@ -186,7 +220,10 @@ fn rules(v: &Value) -> String {
 }
 
 fn count(v: &Value, field: &str) -> String {
-    v.get(field).and_then(Value::as_array).map_or(0, Vec::len).to_string()
+    v.get(field)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+        .to_string()
 }
 
 fn clip(s: String, n: usize) -> String {
@@ -213,7 +250,11 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
             ("USED", |v| {
                 let used = text(v, "addressesUsed");
                 let total = text(v, "addressesTotal");
-                format!("{}/{}", if used.is_empty() { "0" } else { &used }, if total.is_empty() { "?" } else { &total })
+                format!(
+                    "{}/{}",
+                    if used.is_empty() { "0" } else { &used },
+                    if total.is_empty() { "?" } else { &total }
+                )
             }),
             ("DESCRIPTION", |v| text(v, "description")),
             ("ID", |v| text(v, "id")),
@@ -233,14 +274,20 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
         ],
         Noun::Policy if detail => vec![
             ("NAME", |v| text(v, "name")),
-            ("PRIORITY", |v| v.get("priority").map_or_else(|| "0".into(), |_| text(v, "priority"))),
+            ("PRIORITY", |v| {
+                v.get("priority")
+                    .map_or_else(|| "0".into(), |_| text(v, "priority"))
+            }),
             ("DESCRIPTION", |v| text(v, "description")),
             ("RULES", rules),
             ("ID", |v| text(v, "id")),
         ],
         Noun::Policy => vec![
             ("NAME", |v| text(v, "name")),
-            ("PRIORITY", |v| v.get("priority").map_or_else(|| "0".into(), |_| text(v, "priority"))),
+            ("PRIORITY", |v| {
+                v.get("priority")
+                    .map_or_else(|| "0".into(), |_| text(v, "priority"))
+            }),
             ("RULES", |v| count(v, "rules")),
             ("DESCRIPTION", |v| text(v, "description")),
             ("ID", |v| text(v, "id")),
@@ -261,7 +308,10 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
             ("EPHEMERAL", |v| flag(v, "ephemeral")),
             ("TAGS", |v| text(v, "tags")),
             ("EXPIRES", |v| text(v, "expiresAt")),
-            ("USES", |v| v.get("uses").map_or_else(|| "0".into(), |_| text(v, "uses"))),
+            ("USES", |v| {
+                v.get("uses")
+                    .map_or_else(|| "0".into(), |_| text(v, "uses"))
+            }),
             ("REVOKED", |v| flag(v, "revoked")),
         ],
         Noun::Vrouter => vec![
@@ -308,7 +358,9 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
             ("ACTOR ID", |v| text(v, "actorId")),
             ("TENANT", |v| text(v, "tenantId")),
             ("ACTION", |v| text(v, "action")),
-            ("TARGET", |v| format!("{}:{}", text(v, "targetType"), text(v, "targetId"))),
+            ("TARGET", |v| {
+                format!("{}:{}", text(v, "targetType"), text(v, "targetId"))
+            }),
             ("SOURCE", |v| text(v, "sourceAddress")),
             ("SUMMARY", |v| text(v, "summary")),
             ("ID", |v| text(v, "id")),
@@ -317,7 +369,9 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
             ("TIME", |v| text(v, "time")),
             ("ACTOR", |v| text(v, "actor")),
             ("ACTION", |v| text(v, "action")),
-            ("TARGET", |v| format!("{}:{}", text(v, "targetType"), text(v, "targetId"))),
+            ("TARGET", |v| {
+                format!("{}:{}", text(v, "targetType"), text(v, "targetId"))
+            }),
             ("SOURCE", |v| text(v, "sourceAddress")),
             ("SUMMARY", |v| clip(text(v, "summary"), 60)),
         ],
@@ -340,7 +394,8 @@ mod tests {
 
     #[test]
     fn rules_render_back_into_the_words_the_parser_takes() {
-        let words = "src=group:eng,cidr:10.0.0.0/8 dst=tag:db proto=tcp ports=5432,8000-8100 action=allow";
+        let words =
+            "src=group:eng,cidr:10.0.0.0/8 dst=tag:db proto=tcp ports=5432,8000-8100 action=allow";
         let r = parse::rule(words).unwrap();
         assert_eq!(rule_words(&r), words);
         assert_eq!(parse::rule(&rule_words(&r)).unwrap(), r);

@@ -44,14 +44,18 @@ pub fn selector(s: &str) -> Result<Value, String> {
         return Ok(json!({"any": true}));
     }
     let Some((kind, value)) = s.split_once(':') else {
-        return Err(format!("selector {s:?} must be any, group:X, tag:X, node:X or cidr:X"));
+        return Err(format!(
+            "selector {s:?} must be any, group:X, tag:X, node:X or cidr:X"
+        ));
     };
     if value.is_empty() {
         return Err(format!("selector {s:?} has no value after {kind:?}"));
     }
     match kind {
         "group" | "tag" | "node" | "cidr" => Ok(json!({ kind: value })),
-        _ => Err(format!("selector kind {kind:?} is not one of group, tag, node, cidr (or any)")),
+        _ => Err(format!(
+            "selector kind {kind:?} is not one of group, tag, node, cidr (or any)"
+        )),
     }
 }
 
@@ -70,7 +74,11 @@ pub fn member(s: &str) -> Result<Value, String> {
         "user" => "userId",
         "node" => "nodeId",
         "tag" => "tag",
-        _ => return Err(format!("member kind {kind:?} is not one of user, node, tag")),
+        _ => {
+            return Err(format!(
+                "member kind {kind:?} is not one of user, node, tag"
+            ));
+        }
     };
     Ok(json!({ field: value }))
 }
@@ -119,7 +127,9 @@ pub fn rule(s: &str) -> Result<Value, String> {
     let mut action: Option<&str> = None;
     for word in s.split_whitespace() {
         let Some((key, value)) = word.split_once('=') else {
-            return Err(format!("rule word {word:?} is not key=value (keys: src, dst, proto, ports, action)"));
+            return Err(format!(
+                "rule word {word:?} is not key=value (keys: src, dst, proto, ports, action)"
+            ));
         };
         match key {
             "src" | "source" | "sources" => {
@@ -139,7 +149,11 @@ pub fn rule(s: &str) -> Result<Value, String> {
                     "udp" => "PROTOCOL_UDP",
                     "icmp" => "PROTOCOL_ICMP",
                     "icmpv6" => "PROTOCOL_ICMPV6",
-                    _ => return Err(format!("proto {value:?} is not one of any, tcp, udp, icmp, icmpv6")),
+                    _ => {
+                        return Err(format!(
+                            "proto {value:?} is not one of any, tcp, udp, icmp, icmpv6"
+                        ));
+                    }
                 });
             }
             "ports" | "port" => port_list = Some(ports(value)?),
@@ -150,7 +164,11 @@ pub fn rule(s: &str) -> Result<Value, String> {
                     _ => return Err(format!("action {value:?} is not allow or deny")),
                 });
             }
-            _ => return Err(format!("unknown rule key {key:?} (keys: src, dst, proto, ports, action)")),
+            _ => {
+                return Err(format!(
+                    "unknown rule key {key:?} (keys: src, dst, proto, ports, action)"
+                ));
+            }
         }
     }
     if sources.is_empty() {
@@ -187,7 +205,9 @@ pub fn role(s: &str) -> Result<&'static str, String> {
         "operator" => Ok("ROLE_OPERATOR"),
         "admin" | "tenant-admin" => Ok("ROLE_TENANT_ADMIN"),
         "superadmin" => Ok("ROLE_SUPERADMIN"),
-        _ => Err(format!("role {s:?} is not one of viewer, operator, admin, superadmin")),
+        _ => Err(format!(
+            "role {s:?} is not one of viewer, operator, admin, superadmin"
+        )),
     }
 }
 
@@ -224,14 +244,19 @@ pub fn assignment(s: &str) -> Result<(String, Option<String>), String> {
 /// Neither form.
 pub fn time_bound(s: &str) -> Result<String, String> {
     if let Ok(secs) = duration(s) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
         return Ok(rfc3339(now.saturating_sub(secs)));
     }
     let b = s.as_bytes();
     if b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b't') {
         return Ok(s.to_string());
     }
-    Err(format!("{s:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration like 24h"))
+    Err(format!(
+        "{s:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration like 24h"
+    ))
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC time.
@@ -248,7 +273,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + u64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -267,7 +297,17 @@ mod tests {
 
     #[test]
     fn durations_reject_garbage_zero_and_overflow() {
-        for bad in ["", "h", "24x", "1.5h", "-3h", "24 h", "0", "0m", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "24x",
+            "1.5h",
+            "-3h",
+            "24 h",
+            "0",
+            "0m",
+            "99999999999999999999d",
+        ] {
             assert!(duration(bad).is_err(), "{bad:?} should not parse");
         }
     }
@@ -290,7 +330,8 @@ mod tests {
 
     #[test]
     fn the_documented_rule_parses_into_proto_json() {
-        let r = rule("src=group:eng dst=tag:db proto=tcp ports=5432,8000-8100 action=allow").unwrap();
+        let r =
+            rule("src=group:eng dst=tag:db proto=tcp ports=5432,8000-8100 action=allow").unwrap();
         assert_eq!(
             r,
             json!({
@@ -306,7 +347,10 @@ mod tests {
     #[test]
     fn rules_take_several_selectors_and_default_to_any_protocol() {
         let r = rule("src=group:a,tag:b src=cidr:10.0.0.0/8 dst=any action=deny").unwrap();
-        assert_eq!(r["sources"], json!([{"group": "a"}, {"tag": "b"}, {"cidr": "10.0.0.0/8"}]));
+        assert_eq!(
+            r["sources"],
+            json!([{"group": "a"}, {"tag": "b"}, {"cidr": "10.0.0.0/8"}])
+        );
         assert_eq!(r["destinations"], json!([{"any": true}]));
         assert_eq!(r["protocol"], "PROTOCOL_ANY");
         assert_eq!(r["action"], "ACTION_DENY");
@@ -364,7 +408,10 @@ mod tests {
     #[test]
     fn assignments_split_tenant_and_optional_cvlan() {
         assert_eq!(assignment("acme"), Ok(("acme".into(), None)));
-        assert_eq!(assignment("acme/lab"), Ok(("acme".into(), Some("lab".into()))));
+        assert_eq!(
+            assignment("acme/lab"),
+            Ok(("acme".into(), Some("lab".into())))
+        );
         assert!(assignment("/lab").is_err());
         assert!(assignment("acme/").is_err());
     }
@@ -378,7 +425,10 @@ mod tests {
 
     #[test]
     fn time_bounds_take_rfc3339_or_a_duration_ago() {
-        assert_eq!(time_bound("2026-01-31T12:00:00Z"), Ok("2026-01-31T12:00:00Z".into()));
+        assert_eq!(
+            time_bound("2026-01-31T12:00:00Z"),
+            Ok("2026-01-31T12:00:00Z".into())
+        );
         let ago = time_bound("1h").unwrap();
         assert!(ago.ends_with('Z') && ago.len() == 20, "{ago}");
         assert!(time_bound("yesterday").is_err());

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `cvlanctl` binary against a real cvlan-api served in-process on
 //! 127.0.0.1:0 over a fresh SQLite database per test.
 
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,10 @@ impl TempDir {
             "cvlanctl-{tag}-{}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
         ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -50,22 +55,39 @@ impl Server {
         let db = format!("sqlite://{}", dir.join("cvlan.db").display());
         let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, tokio::sync::watch::Sender<bool>)>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let store = Arc::new(cvlan_store::Store::open(&db).await.unwrap());
-                let app = cvlan_api::build_app(store.clone(), cvlan_api::Mode::All, cvlan_api::service::Config::default())
+                let app = cvlan_api::build_app(
+                    store.clone(),
+                    cvlan_api::Mode::All,
+                    cvlan_api::service::Config::default(),
+                )
+                .await
+                .unwrap();
+                app.svc
+                    .bootstrap_superadmin(ADMIN, Secret(ADMIN_PW.into()))
                     .await
                     .unwrap();
-                app.svc.bootstrap_superadmin(ADMIN, Secret(ADMIN_PW.into())).await.unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 tx.send((listener.local_addr().unwrap(), stop_tx)).unwrap();
-                cvlan_api::server::serve(listener, cvlan_api::router(app), None, stop_rx).await.unwrap();
+                cvlan_api::server::serve(listener, cvlan_api::router(app), None, stop_rx)
+                    .await
+                    .unwrap();
                 store.close().await;
             });
         });
         let (addr, stop) = rx.recv().expect("server failed to start");
-        Server { url: format!("http://{addr}"), stop: Some(stop), thread: Some(thread) }
+        Server {
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 }
 
@@ -94,13 +116,17 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 }
 
 impl Cli {
     fn new(dir: &Path, name: &str) -> Self {
-        Cli { config: dir.join(name).join("cli.json"), home: dir.join(name) }
+        Cli {
+            config: dir.join(name).join("cli.json"),
+            home: dir.join(name),
+        }
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -114,7 +140,11 @@ impl Cli {
         for (k, v) in env {
             c.env(k, v);
         }
-        let Output { status, stdout, stderr } = c.output().unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = c.output().unwrap();
         Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8(stdout).unwrap(),
@@ -129,14 +159,22 @@ impl Cli {
     /// Runs and insists on success.
     fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);
-        assert_eq!(r.code, 0, "cvlanctl {args:?} failed:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "cvlanctl {args:?} failed:\nstdout: {}\nstderr: {}",
+            r.stdout, r.stderr
+        );
         r
     }
 
     /// Runs and insists on exit status 1 with `error: …msg…` on stderr and nothing on stdout.
     fn fails(&self, args: &[&str], msg: &str) -> Run {
         let r = self.run(args);
-        assert_eq!(r.code, 1, "cvlanctl {args:?} should fail:\nstdout: {}\nstderr: {}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 1,
+            "cvlanctl {args:?} should fail:\nstdout: {}\nstderr: {}",
+            r.stdout, r.stderr
+        );
         assert!(r.stderr.starts_with("error: "), "stderr: {}", r.stderr);
         assert!(r.stderr.contains(msg), "stderr lacks {msg:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "stdout: {}", r.stdout);
@@ -155,11 +193,24 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
     let admin = Cli::new(&dir.0, "admin");
 
     // Login keeps server and token in a private config file and never prints the token.
-    let r = admin.ok(&["--server", &srv.url, "login", "--email", ADMIN, "--password", ADMIN_PW]);
+    let r = admin.ok(&[
+        "--server",
+        &srv.url,
+        "login",
+        "--email",
+        ADMIN,
+        "--password",
+        ADMIN_PW,
+    ]);
     assert!(r.stdout.contains("Logged in"), "{}", r.stdout);
-    let mode = std::fs::metadata(&admin.config).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&admin.config)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&admin.config).unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&admin.config).unwrap()).unwrap();
     let session = cfg["token"].as_str().unwrap().to_string();
     assert!(session.starts_with("cvs_"));
     assert_eq!(cfg["server"], srv.url.as_str());
@@ -168,19 +219,52 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
 
     // Every later command finds the server in the config file.
     let r = admin.ok(&["whoami"]);
-    assert!(r.stdout.contains(ADMIN) && r.stdout.contains("superadmin"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(ADMIN) && r.stdout.contains("superadmin"),
+        "{}",
+        r.stdout
+    );
 
     let r = admin.ok(&["tenant", "create", "acme", "--display-name", "Acme Corp"]);
-    assert!(r.stdout.contains("acme") && r.stdout.contains("Acme Corp"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("acme") && r.stdout.contains("Acme Corp"),
+        "{}",
+        r.stdout
+    );
     let r = admin.ok(&["tenant", "list", "--output", "json"]);
-    let acme = items(&r.json()).iter().find(|t| t["name"] == "acme").expect("acme listed").clone();
+    let acme = items(&r.json())
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .expect("acme listed")
+        .clone();
     let acme_id = acme["id"].as_str().unwrap().to_string();
-    let r = admin.ok(&["tenant", "update", "acme", "--display-name", "ACME", "-o", "json"]);
+    let r = admin.ok(&[
+        "tenant",
+        "update",
+        "acme",
+        "--display-name",
+        "ACME",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["displayName"], "ACME");
 
     let r = admin.ok(&[
-        "cvlan", "create", "--tenant", "acme", "lab", "--ipv4", "10.20.0.0/24", "--ipv6", "fd20::/64", "--mode", "mesh",
-        "--description", "the lab", "--output", "json",
+        "cvlan",
+        "create",
+        "--tenant",
+        "acme",
+        "lab",
+        "--ipv4",
+        "10.20.0.0/24",
+        "--ipv6",
+        "fd20::/64",
+        "--mode",
+        "mesh",
+        "--description",
+        "the lab",
+        "--output",
+        "json",
     ]);
     let lab = r.json();
     assert_eq!(lab["ipv4Prefix"], "10.20.0.0/24");
@@ -189,53 +273,188 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
     let lab_id = lab["id"].as_str().unwrap().to_string();
 
     // Bad input: the server's message, a non-zero exit, nothing created.
-    admin.fails(&["cvlan", "create", "--tenant", "acme", "bad", "--ipv4", "10.20.0.0/33"], "is not an IPv4 CIDR prefix");
-    admin.fails(&["cvlan", "create", "--tenant", "acme", "bad", "--ipv4", "10.20.0.1/24"], "has host bits set");
-    admin.fails(&["cvlan", "create", "--tenant", "acme", "dup", "--ipv4", "10.20.0.0/25"], "overlaps");
+    admin.fails(
+        &[
+            "cvlan",
+            "create",
+            "--tenant",
+            "acme",
+            "bad",
+            "--ipv4",
+            "10.20.0.0/33",
+        ],
+        "is not an IPv4 CIDR prefix",
+    );
+    admin.fails(
+        &[
+            "cvlan",
+            "create",
+            "--tenant",
+            "acme",
+            "bad",
+            "--ipv4",
+            "10.20.0.1/24",
+        ],
+        "has host bits set",
+    );
+    admin.fails(
+        &[
+            "cvlan",
+            "create",
+            "--tenant",
+            "acme",
+            "dup",
+            "--ipv4",
+            "10.20.0.0/25",
+        ],
+        "overlaps",
+    );
     let r = admin.ok(&["cvlan", "list", "--tenant", "acme", "-o", "json"]);
     assert_eq!(items(&r.json()).len(), 1);
 
     // Update sends only the given field; the tenant's id works as well as its name.
-    let r = admin.ok(&["cvlan", "update", "--tenant", &acme_id, "lab", "--description", "x", "-o", "json"]);
+    let r = admin.ok(&[
+        "cvlan",
+        "update",
+        "--tenant",
+        &acme_id,
+        "lab",
+        "--description",
+        "x",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["description"], "x");
     assert_eq!(r.json()["mode"], "CVLAN_MODE_MESH");
     let r = admin.ok(&["cvlan", "get", "--tenant", "acme", &lab_id]);
-    assert!(r.stdout.contains("10.20.0.0/24") && r.stdout.contains("mesh"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("10.20.0.0/24") && r.stdout.contains("mesh"),
+        "{}",
+        r.stdout
+    );
 
     let r = admin.ok(&[
-        "user", "create", "--tenant", "acme", "--email", "v@acme.test", "--password", "viewer-pass-1", "--role", "viewer",
-        "-o", "json",
+        "user",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "v@acme.test",
+        "--password",
+        "viewer-pass-1",
+        "--role",
+        "viewer",
+        "-o",
+        "json",
     ]);
     let viewer = r.json();
     assert_eq!(viewer["role"], "ROLE_VIEWER");
     assert!(!r.stdout.contains("viewer-pass-1"));
     let viewer_id = viewer["id"].as_str().unwrap().to_string();
-    let r = admin.ok(&["user", "update", "--tenant", "acme", "v@acme.test", "--display-name", "Vic", "-o", "json"]);
+    let r = admin.ok(&[
+        "user",
+        "update",
+        "--tenant",
+        "acme",
+        "v@acme.test",
+        "--display-name",
+        "Vic",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["displayName"], "Vic");
     assert_eq!(r.json()["role"], "ROLE_VIEWER");
 
     // Addresses: the lowest free one, a requested one, and a duplicate refused by the server.
-    let r = admin.ok(&["address", "create", "--tenant", "acme", "--cvlan", "lab", "-o", "json"]);
+    let r = admin.ok(&[
+        "address", "create", "--tenant", "acme", "--cvlan", "lab", "-o", "json",
+    ]);
     let auto = r.json()["address"].as_str().unwrap().to_string();
     assert!(auto.starts_with("10.20.0."), "{auto}");
-    let r = admin.ok(&["address", "create", "--tenant", "acme", "--cvlan", "lab", "--ip", "10.20.0.7"]);
+    let r = admin.ok(&[
+        "address",
+        "create",
+        "--tenant",
+        "acme",
+        "--cvlan",
+        "lab",
+        "--ip",
+        "10.20.0.7",
+    ]);
     assert!(r.stdout.contains("10.20.0.7"), "{}", r.stdout);
-    admin.fails(&["address", "create", "--tenant", "acme", "--cvlan", "lab", "--ip", "10.20.0.7"], "address 10.20.0.7 is already allocated");
-    let r = admin.ok(&["address", "list", "--tenant", "acme", "--cvlan", "lab", "-o", "json"]);
+    admin.fails(
+        &[
+            "address",
+            "create",
+            "--tenant",
+            "acme",
+            "--cvlan",
+            "lab",
+            "--ip",
+            "10.20.0.7",
+        ],
+        "address 10.20.0.7 is already allocated",
+    );
+    let r = admin.ok(&[
+        "address", "list", "--tenant", "acme", "--cvlan", "lab", "-o", "json",
+    ]);
     let listed = r.json();
-    let addrs: Vec<&str> = items(&listed).iter().filter_map(|a| a["address"].as_str()).collect();
+    let addrs: Vec<&str> = items(&listed)
+        .iter()
+        .filter_map(|a| a["address"].as_str())
+        .collect();
     assert_eq!(addrs.len(), 2, "{addrs:?}");
-    assert!(addrs.contains(&"10.20.0.7") && addrs.contains(&auto.as_str()), "{addrs:?}");
-    let r = admin.ok(&["address", "get", "--tenant", "acme", "--cvlan", "lab", "10.20.0.7", "-o", "json"]);
+    assert!(
+        addrs.contains(&"10.20.0.7") && addrs.contains(&auto.as_str()),
+        "{addrs:?}"
+    );
+    let r = admin.ok(&[
+        "address",
+        "get",
+        "--tenant",
+        "acme",
+        "--cvlan",
+        "lab",
+        "10.20.0.7",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["cvlanId"], lab_id.as_str());
-    let r = admin.ok(&["address", "delete", "--tenant", "acme", "--cvlan", "lab", &auto]);
+    let r = admin.ok(&[
+        "address", "delete", "--tenant", "acme", "--cvlan", "lab", &auto,
+    ]);
     assert!(r.stdout.contains("Deleted"), "{}", r.stdout);
-    admin.fails(&["address", "get", "--tenant", "acme", "--cvlan", "lab", &auto], "not found");
+    admin.fails(
+        &[
+            "address", "get", "--tenant", "acme", "--cvlan", "lab", &auto,
+        ],
+        "not found",
+    );
 
     // Registration tokens: the secret is printed once, prominently; revocation sticks.
-    let r = admin.ok(&["token", "create", "--tenant", "acme", "--cvlan", "lab", "--reusable", "--expires", "2h", "--tag", "ci", "--tag", "dev"]);
+    let r = admin.ok(&[
+        "token",
+        "create",
+        "--tenant",
+        "acme",
+        "--cvlan",
+        "lab",
+        "--reusable",
+        "--expires",
+        "2h",
+        "--tag",
+        "ci",
+        "--tag",
+        "dev",
+    ]);
     assert!(r.stdout.contains("shown only once"), "{}", r.stdout);
-    let secret = r.stdout.lines().map(str::trim).find(|l| l.starts_with("cvt1.")).expect("token line").to_string();
+    let secret = r
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cvt1."))
+        .expect("token line")
+        .to_string();
     assert!(secret.len() > 40, "{secret}");
     let r = admin.ok(&["token", "list", "--tenant", "acme", "-o", "json"]);
     let toks = items(&r.json()).clone();
@@ -249,14 +468,37 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
     assert!(r.stdout.contains("Revoked"), "{}", r.stdout);
     let r = admin.ok(&["token", "get", "--tenant", "acme", &tok_id, "-o", "json"]);
     assert_eq!(r.json()["revoked"], true);
-    admin.fails(&["token", "create", "--tenant", "acme", "--cvlan", "nope"], "does not exist");
+    admin.fails(
+        &["token", "create", "--tenant", "acme", "--cvlan", "nope"],
+        "does not exist",
+    );
 
     // Groups and policies, rules parsed into proto JSON.
     let member = format!("user:{viewer_id}");
-    let r = admin.ok(&["group", "create", "--tenant", "acme", "eng", "--member", &member, "--member", "tag:dev", "-o", "json"]);
-    assert_eq!(r.json()["members"], serde_json::json!([{"userId": viewer_id}, {"tag": "dev"}]));
+    let r = admin.ok(&[
+        "group", "create", "--tenant", "acme", "eng", "--member", &member, "--member", "tag:dev",
+        "-o", "json",
+    ]);
+    assert_eq!(
+        r.json()["members"],
+        serde_json::json!([{"userId": viewer_id}, {"tag": "dev"}])
+    );
     let rule = "src=group:eng dst=tag:db proto=tcp ports=5432,8000-8100 action=allow";
-    let r = admin.ok(&["policy", "create", "--tenant", "acme", "db-access", "--rule", rule, "--rule", "src=any dst=any action=deny", "--priority", "10", "-o", "json"]);
+    let r = admin.ok(&[
+        "policy",
+        "create",
+        "--tenant",
+        "acme",
+        "db-access",
+        "--rule",
+        rule,
+        "--rule",
+        "src=any dst=any action=deny",
+        "--priority",
+        "10",
+        "-o",
+        "json",
+    ]);
     let p = r.json();
     assert_eq!(p["priority"], 10);
     assert_eq!(
@@ -268,42 +510,147 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
     );
     let r = admin.ok(&["policy", "get", "--tenant", "acme", "db-access"]);
     assert!(r.stdout.contains(rule), "{}", r.stdout);
-    admin.fails(&["policy", "create", "--tenant", "acme", "ghost", "--rule", "src=group:ghosts dst=any action=allow"], "does not exist");
-    admin.fails(&["group", "delete", "--tenant", "acme", "eng"], "is used by policy");
+    admin.fails(
+        &[
+            "policy",
+            "create",
+            "--tenant",
+            "acme",
+            "ghost",
+            "--rule",
+            "src=group:ghosts dst=any action=allow",
+        ],
+        "does not exist",
+    );
+    admin.fails(
+        &["group", "delete", "--tenant", "acme", "eng"],
+        "is used by policy",
+    );
 
     // Global objects; vrouter assignments by name are sent as ids.
-    admin.ok(&["region", "create", "eu", "--description", "Europe"]);
-    let r = admin.ok(&["relay", "create", "r1", "--region", "eu", "--endpoint", "relay.example.test:3478", "-o", "json"]);
+    let r = admin.ok(&[
+        "region",
+        "create",
+        "eu",
+        "--description",
+        "Europe",
+        "-o",
+        "json",
+    ]);
+    let eu_id = r.json()["id"].as_str().unwrap().to_string();
+    let r = admin.ok(&[
+        "relay",
+        "create",
+        "r1",
+        "--region",
+        "eu",
+        "--endpoint",
+        "relay.example.test:3478",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["endpoint"], "relay.example.test:3478");
-    let r = admin.ok(&["vrouter", "create", "vr1", "--region", "eu", "--endpoint", "192.0.2.1:51820", "--assign", "acme/lab", "-o", "json"]);
-    assert_eq!(r.json()["assignments"], serde_json::json!([{"tenantId": acme_id, "cvlanId": lab_id}]));
+    assert_eq!(r.json()["regionId"], eu_id.as_str());
+    let r = admin.ok(&[
+        "vrouter",
+        "create",
+        "vr1",
+        "--region",
+        "eu",
+        "--endpoint",
+        "192.0.2.1:51820",
+        "--assign",
+        "acme/lab",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        r.json()["assignments"],
+        serde_json::json!([{"tenantId": acme_id, "cvlanId": lab_id}])
+    );
     let r = admin.ok(&["vrouter", "update", "vr1", "--no-assignments", "-o", "json"]);
-    assert!(r.json().get("assignments").is_none_or(|a| a.as_array().is_some_and(Vec::is_empty)), "{}", r.stdout);
+    assert!(
+        r.json()
+            .get("assignments")
+            .is_none_or(|a| a.as_array().is_some_and(Vec::is_empty)),
+        "{}",
+        r.stdout
+    );
     admin.fails(&["region", "delete", "eu"], "still has");
     let r = admin.ok(&["vrouter", "list"]);
-    assert!(r.stdout.contains("vr1") && r.stdout.contains("192.0.2.1:51820"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("vr1") && r.stdout.contains("192.0.2.1:51820"),
+        "{}",
+        r.stdout
+    );
 
     // The audit log shows what was done, filtered, paged and exported.
     let r = admin.ok(&["audit", "list", "--tenant", "acme", "--output", "json"]);
-    let actions: Vec<String> = items(&r.json()).iter().filter_map(|e| e["action"].as_str().map(String::from)).collect();
-    for want in ["cvlan.create", "cvlan.update", "user.create", "address.create", "address.delete", "token.create", "token.revoke", "group.create", "policy.create"] {
-        assert!(actions.iter().any(|a| a == want), "{want} missing from {actions:?}");
+    let actions: Vec<String> = items(&r.json())
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(String::from))
+        .collect();
+    for want in [
+        "cvlan.create",
+        "cvlan.update",
+        "user.create",
+        "address.create",
+        "address.delete",
+        "token.create",
+        "token.revoke",
+        "group.create",
+        "policy.create",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} missing from {actions:?}"
+        );
     }
-    let r = admin.ok(&["audit", "list", "--tenant", "acme", "--action", "cvlan.create", "--since", "1h", "-o", "json"]);
+    let r = admin.ok(&[
+        "audit",
+        "list",
+        "--tenant",
+        "acme",
+        "--action",
+        "cvlan.create",
+        "--since",
+        "1h",
+        "-o",
+        "json",
+    ]);
     let evs = items(&r.json()).clone();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0]["targetId"], lab_id.as_str());
     let r = admin.ok(&["audit", "list", "--page-size", "3", "--all", "-o", "json"]);
-    assert!(items(&r.json()).len() > actions.len(), "the global log holds more than acme's");
+    assert!(
+        items(&r.json()).len() > actions.len(),
+        "the global log holds more than acme's"
+    );
     let r = admin.ok(&["audit", "list", "--tenant", "acme", "--page-size", "2"]);
     assert!(r.stderr.contains("--page-token"), "{}", r.stderr);
     let r = admin.ok(&["audit", "export", "--tenant", "acme", "--format", "csv"]);
     let mut lines = r.stdout.lines();
-    assert_eq!(lines.next(), Some("id,time,actor_id,actor,tenant_id,action,target_type,target_id,source_address,summary"));
-    assert!(lines.clone().any(|l| l.contains(",cvlan.create,")), "{}", r.stdout);
+    assert_eq!(
+        lines.next(),
+        Some(
+            "id,time,actor_id,actor,tenant_id,action,target_type,target_id,source_address,summary"
+        )
+    );
+    assert!(
+        lines.clone().any(|l| l.contains(",cvlan.create,")),
+        "{}",
+        r.stdout
+    );
     assert_eq!(lines.count(), actions.len());
     let file = dir.0.join("audit.jsonl");
-    admin.ok(&["audit", "export", "--tenant", "acme", "--file", file.to_str().unwrap()]);
+    admin.ok(&[
+        "audit",
+        "export",
+        "--tenant",
+        "acme",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
     let exported = std::fs::read_to_string(&file).unwrap();
     assert_eq!(exported.lines().count(), actions.len());
     for l in exported.lines() {
@@ -313,18 +660,54 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
 
     // A viewer can read but not write, and sees the server's refusal.
     let viewer = Cli::new(&dir.0, "viewer");
-    viewer.ok(&["--server", &srv.url, "login", "--email", "v@acme.test", "--password", "viewer-pass-1"]);
+    viewer.ok(&[
+        "--server",
+        &srv.url,
+        "login",
+        "--email",
+        "v@acme.test",
+        "--password",
+        "viewer-pass-1",
+    ]);
     let r = viewer.ok(&["cvlan", "list", "--tenant", "acme"]);
     assert!(r.stdout.contains("lab"), "{}", r.stdout);
-    viewer.fails(&["cvlan", "create", "--tenant", "acme", "lab2", "--ipv4", "10.30.0.0/24"], "permission denied");
-    viewer.fails(&["address", "create", "--tenant", "acme", "--cvlan", "lab"], "permission denied");
+    viewer.fails(
+        &[
+            "cvlan",
+            "create",
+            "--tenant",
+            "acme",
+            "lab2",
+            "--ipv4",
+            "10.30.0.0/24",
+        ],
+        "permission denied",
+    );
+    viewer.fails(
+        &["address", "create", "--tenant", "acme", "--cvlan", "lab"],
+        "permission denied",
+    );
     viewer.fails(&["tenant", "create", "evil"], "permission denied");
-    viewer.fails(&["--server", &srv.url, "login", "--email", "v@acme.test", "--password", "wrong-password"], "authentication required");
+    viewer.fails(
+        &[
+            "--server",
+            &srv.url,
+            "login",
+            "--email",
+            "v@acme.test",
+            "--password",
+            "wrong-password",
+        ],
+        "authentication required",
+    );
 
     // A token from the environment or --token works without any saved session.
     let anon = Cli::new(&dir.0, "anon");
     anon.fails(&["--server", &srv.url, "whoami"], "authentication required");
-    let r = anon.run_env(&["--server", &srv.url, "whoami", "-o", "json"], &[("CVLANCTL_TOKEN", &session)]);
+    let r = anon.run_env(
+        &["--server", &srv.url, "whoami", "-o", "json"],
+        &[("CVLANCTL_TOKEN", &session)],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["user"]["email"], ADMIN);
     let r = anon.ok(&["--server", &srv.url, "--token", &session, "region", "list"]);
@@ -334,13 +717,20 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
     admin.ok(&["policy", "delete", "--tenant", "acme", "db-access"]);
     admin.ok(&["group", "delete", "--tenant", "acme", "eng"]);
     admin.ok(&["user", "delete", "--tenant", "acme", &viewer_id]);
-    admin.fails(&["user", "get", "--tenant", "acme", &viewer_id], "not found");
+    admin.fails(
+        &["user", "get", "--tenant", "acme", &viewer_id],
+        "not found",
+    );
     let r = admin.ok(&["logout"]);
     assert!(r.stdout.contains("Logged out"), "{}", r.stdout);
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&admin.config).unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&admin.config).unwrap()).unwrap();
     assert!(cfg.get("token").is_none(), "{cfg}");
     admin.fails(&["whoami"], "authentication required");
-    anon.fails(&["--server", &srv.url, "--token", &session, "whoami"], "authentication required");
+    anon.fails(
+        &["--server", &srv.url, "--token", &session, "whoami"],
+        "authentication required",
+    );
 }
 
 #[test]
@@ -348,22 +738,98 @@ fn superadmins_are_created_without_a_tenant_and_roles_are_checked_locally() {
     let dir = TempDir::new("roles");
     let srv = Server::start(&dir.0);
     let cli = Cli::new(&dir.0, "a");
-    cli.ok(&["--server", &srv.url, "login", "--email", ADMIN, "--password", ADMIN_PW]);
-    let r = cli.ok(&["user", "create", "--email", "root2@cvlan.test", "--password", "another-pass-1", "--role", "superadmin", "-o", "json"]);
+    cli.ok(&[
+        "--server",
+        &srv.url,
+        "login",
+        "--email",
+        ADMIN,
+        "--password",
+        ADMIN_PW,
+    ]);
+    let r = cli.ok(&[
+        "user",
+        "create",
+        "--email",
+        "root2@cvlan.test",
+        "--password",
+        "another-pass-1",
+        "--role",
+        "superadmin",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["role"], "ROLE_SUPERADMIN");
     let r = cli.ok(&["user", "list", "-o", "json"]);
     assert_eq!(items(&r.json()).len(), 2);
     cli.ok(&["tenant", "create", "acme"]);
-    let r = cli.run(&["user", "create", "--tenant", "acme", "--email", "x@acme.test", "--password", "another-pass-1", "--role", "superadmin"]);
+    let r = cli.run(&[
+        "user",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "x@acme.test",
+        "--password",
+        "another-pass-1",
+        "--role",
+        "superadmin",
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("drop --tenant"), "{}", r.stderr);
-    let r = cli.run(&["user", "create", "--email", "x@acme.test", "--password", "another-pass-1", "--role", "admin"]);
+    let r = cli.run(&[
+        "user",
+        "create",
+        "--email",
+        "x@acme.test",
+        "--password",
+        "another-pass-1",
+        "--role",
+        "admin",
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let r = cli.ok(&["user", "create", "--tenant", "acme", "--email", "op@acme.test", "--password", "another-pass-1", "--role", "operator", "-o", "json"]);
+    let r = cli.ok(&[
+        "user",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "op@acme.test",
+        "--password",
+        "another-pass-1",
+        "--role",
+        "operator",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["role"], "ROLE_OPERATOR");
-    let r = cli.ok(&["user", "update", "--tenant", "acme", "op@acme.test", "--role", "admin", "-o", "json"]);
+    let r = cli.ok(&[
+        "user",
+        "update",
+        "--tenant",
+        "acme",
+        "op@acme.test",
+        "--role",
+        "admin",
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.json()["role"], "ROLE_TENANT_ADMIN");
-    cli.fails(&["user", "create", "--tenant", "acme", "--email", "y@acme.test", "--password", "short", "--role", "viewer"], "password");
+    cli.fails(
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--email",
+            "y@acme.test",
+            "--password",
+            "short",
+            "--role",
+            "viewer",
+        ],
+        "password",
+    );
 }
 
 #[test]
@@ -372,17 +838,56 @@ fn usage_errors_exit_2_before_any_request() {
     let cli = Cli::new(&dir.0, "u");
     // No server runs here: these must fail in argument parsing.
     for args in [
-        &["policy", "create", "--tenant", "a", "p", "--rule", "src=any dst=any"][..],
-        &["token", "create", "--tenant", "a", "--cvlan", "b", "--expires", "soon"],
-        &["user", "create", "--tenant", "a", "--email", "e", "--password", "p", "--role", "root"],
-        &["group", "create", "--tenant", "a", "g", "--member", "team:x"],
+        &[
+            "policy",
+            "create",
+            "--tenant",
+            "a",
+            "p",
+            "--rule",
+            "src=any dst=any",
+        ][..],
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "a",
+            "--cvlan",
+            "b",
+            "--expires",
+            "soon",
+        ],
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "a",
+            "--email",
+            "e",
+            "--password",
+            "p",
+            "--role",
+            "root",
+        ],
+        &[
+            "group", "create", "--tenant", "a", "g", "--member", "team:x",
+        ],
         &["cvlan", "update", "--tenant", "a", "lab"],
         &["cvlan", "frobnicate"],
         &["--output", "yaml", "tenant", "list"],
     ] {
-        let r = cli.run(&["--server", "http://127.0.0.1:9", args[0]].into_iter().chain(args[1..].iter().copied()).collect::<Vec<_>>());
+        let r = cli.run(
+            &["--server", "http://127.0.0.1:9", args[0]]
+                .into_iter()
+                .chain(args[1..].iter().copied())
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
-        assert!(!r.stderr.contains("cannot reach"), "{args:?} reached for the network: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("cannot reach"),
+            "{args:?} reached for the network: {}",
+            r.stderr
+        );
     }
 }
 
@@ -390,7 +895,10 @@ fn usage_errors_exit_2_before_any_request() {
 fn an_unreachable_server_is_a_clear_error() {
     let dir = TempDir::new("down");
     let cli = Cli::new(&dir.0, "d");
-    let r = cli.fails(&["--server", "http://127.0.0.1:9", "tenant", "list"], "cannot reach http://127.0.0.1:9");
+    let r = cli.fails(
+        &["--server", "http://127.0.0.1:9", "tenant", "list"],
+        "cannot reach http://127.0.0.1:9",
+    );
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     cli.fails(&["--server", "not a url", "tenant", "list"], "is not a URL");
 }
