@@ -249,7 +249,7 @@ async fn whoami(ctx: &Ctx) -> Result<()> {
     {
         t.add_row(["API KEY".to_string(), k.to_string()]);
     }
-    output::emit(&format!("{t}\n"));
+    output::emit(&output::render(&t));
     Ok(())
 }
 
@@ -552,8 +552,8 @@ async fn token_cmd(ctx: &Ctx, c: TokenCmd) -> Result<()> {
             }
             let secret = v.get("token").and_then(Value::as_str).unwrap_or("");
             output::emit(&format!(
-                "{}\n\nRegistration token (shown only once; store it now):\n\n    {secret}\n\n",
-                output::detail(N, &v)
+                "{}\nRegistration token (shown only once; store it now):\n\n    {secret}\n\n",
+                output::render(&output::detail(N, &v))
             ));
             Ok(())
         }

@@ -74,7 +74,7 @@ pub fn list(out: Output, noun: Noun, page: &Value) {
     for item in items {
         t.add_row(cols.iter().map(|c| (c.1)(item)));
     }
-    emit(&format!("{t}\n"));
+    emit(&render(&t));
     if let Some(next) = page
         .get("nextPageToken")
         .and_then(Value::as_str)
@@ -89,7 +89,7 @@ pub fn one(out: Output, noun: Noun, v: &Value) {
     if out == Output::Json {
         return json(v);
     }
-    emit(&format!("{}\n", detail(noun, v)));
+    emit(&render(&detail(noun, v)));
 }
 
 /// A field/value table for one object.
@@ -99,6 +99,14 @@ pub fn detail(noun: Noun, v: &Value) -> Table {
         t.add_row([name.to_string(), f(v)]);
     }
     t
+}
+
+/// A table as text, one line per row without the padding after the last column.
+pub fn render(t: &Table) -> String {
+    t.to_string()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect()
 }
 
 fn table() -> Table {
