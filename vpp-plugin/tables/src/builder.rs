@@ -273,6 +273,7 @@ fn build_acl(
     tuples: &mut Vec<AclTuple>,
     buckets: &mut Vec<AclBucket>,
     out_rules: &mut Vec<AclRule>,
+    filters: &mut Vec<u64>,
 ) -> AclRef {
     // (src_len, dst_len) -> (masked src, masked dst) -> rules in index order
     type Groups = BTreeMap<(u128, u128), Vec<AclRule>>;
@@ -304,8 +305,15 @@ fn build_acl(
         let base = buckets.len();
         buckets.resize(base + size, AclBucket::default());
         let mut min_index = u32::MAX;
+        // ~32 filter bits per key: ~3 % of misses still probe the buckets.
+        let filter_bits = (groups.len() * 32).next_power_of_two().clamp(512, 1 << 20);
+        let filter_first = filters.len();
+        filters.resize(filter_first + filter_bits / 64, 0);
         for ((src, dst), group) in groups {
-            let mut i = (hash_pair(src, dst) as u32) & mask;
+            let h = hash_pair(src, dst);
+            let fb = (h >> 32) as usize & (filter_bits - 1);
+            filters[filter_first + fb / 64] |= 1 << (fb % 64);
+            let mut i = (h as u32) & mask;
             while buckets[base + i as usize].n_rules != 0 {
                 i = (i + 1) & mask;
             }
@@ -328,6 +336,9 @@ fn build_acl(
             first_bucket: base as u64,
             src_mask: split(prefix_mask(u32::from(src_len), bits)),
             dst_mask: split(prefix_mask(u32::from(dst_len), bits)),
+            filter_first: filter_first as u64,
+            filter_mask: (filter_bits - 1) as u32,
+            _pad3: 0,
         });
     }
     compiled.sort_by_key(|t| t.min_index);
@@ -352,6 +363,7 @@ impl TableBuilder {
         let mut tuples = Vec::new();
         let mut buckets = Vec::new();
         let mut rules = Vec::new();
+        let mut filters: Vec<u64> = Vec::new();
         let mut keypairs = vec![Keypair::default(); keypair_capacity as usize];
         let kmask = keypair_capacity - 1;
 
@@ -467,8 +479,15 @@ impl TableBuilder {
                 _pad: 0,
                 route4: build_lpm(&routes4[ti], 32, &mut levels, &mut entries),
                 route6: build_lpm(&routes6[ti], 128, &mut levels, &mut entries),
-                acl4: build_acl(&r4, 32, &mut tuples, &mut buckets, &mut rules),
-                acl6: build_acl(&r6, 128, &mut tuples, &mut buckets, &mut rules),
+                acl4: build_acl(&r4, 32, &mut tuples, &mut buckets, &mut rules, &mut filters),
+                acl6: build_acl(
+                    &r6,
+                    128,
+                    &mut tuples,
+                    &mut buckets,
+                    &mut rules,
+                    &mut filters,
+                ),
             });
         }
 
@@ -491,7 +510,8 @@ impl TableBuilder {
             acl_buckets: img.push(&buckets),
             acl_rules: img.push(&rules),
             esp_sas: img.push::<crate::layout::EspSa>(&[]),
-            reserved: [0; 32],
+            acl_filters: img.push(&filters),
+            reserved: [0; 30],
         };
         h.total_len = img.buf.len() as u64;
         img.buf[..core::mem::size_of::<GenHeader>()].copy_from_slice(h.as_bytes());

@@ -14,7 +14,7 @@ pub const SEG_MAGIC: u64 = u64::from_le_bytes(*b"CVLANSEG");
 /// "CVLANGEN" — first eight bytes of a generation slot.
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"CVLANGEN");
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Worker acknowledgement slots in the header.
 pub const MAX_WORKERS: usize = 64;
 /// Generation slots: one active, one being reclaimed by slow readers, one being written.
@@ -150,8 +150,10 @@ pub struct GenHeader {
     pub acl_rules: Section,
     /// [`EspSa`] records (reserved for the ESP nodes; empty today).
     pub esp_sas: Section,
+    /// `u64` words of the ACL tuples' presence filters.
+    pub acl_filters: Section,
     /// Room for later sections without an ABI bump.
-    pub reserved: [u64; 32],
+    pub reserved: [u64; 30],
 }
 
 /// Reference to a tenant's LPM levels (one per prefix length present, longest first).
@@ -310,6 +312,13 @@ pub struct AclTuple {
     pub src_mask: [u64; 2],
     /// Destination prefix mask `[hi, lo]`, precomputed.
     pub dst_mask: [u64; 2],
+    /// Index of this tuple's presence filter in `acl_filters` (u64 words): one bit per
+    /// `hash >> 32` value, set for every bucket key, so most misses skip the bucket probe.
+    pub filter_first: u64,
+    /// Filter size in bits − 1 (a power of two minus one).
+    pub filter_mask: u32,
+    /// Padding.
+    pub _pad3: u32,
 }
 
 /// A bucket: all rules of one tuple with the same masked source and destination.
@@ -389,7 +398,7 @@ const _: () = {
     assert!(size_of::<Keypair>() == 88);
     assert!(size_of::<LpmLevel>() == 32);
     assert!(size_of::<LpmEntry>() == 24);
-    assert!(size_of::<AclTuple>() == 56);
+    assert!(size_of::<AclTuple>() == 72);
     assert!(size_of::<AclBucket>() == 40);
     assert!(size_of::<AclRule>() == 16);
     assert!(size_of::<EspSa>() == 120);

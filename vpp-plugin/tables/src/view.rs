@@ -333,6 +333,7 @@ pub struct GenView<'a> {
     acl_tuples: &'a [AclTuple],
     acl_buckets: &'a [AclBucket],
     acl_rules: &'a [AclRule],
+    acl_filters: &'a [u64],
     /// ESP SAs (reserved).
     pub esp_sas: &'a [EspSa],
     keypair_mask: u32,
@@ -367,6 +368,7 @@ impl<'a> GenView<'a> {
             acl_buckets: section(bytes, header.acl_buckets)?,
             acl_rules: section(bytes, header.acl_rules)?,
             esp_sas: section(bytes, header.esp_sas)?,
+            acl_filters: section(bytes, header.acl_filters)?,
             keypair_mask: keypair_capacity - 1,
         })
     }
@@ -405,7 +407,7 @@ impl<'a> GenView<'a> {
     /// that prefetching them ahead pays for the hashing it repeats.
     #[must_use]
     pub fn acl_is_large(&self) -> bool {
-        core::mem::size_of_val(self.acl_buckets) > 256 * 1024
+        core::mem::size_of_val(self.acl_filters) > 256 * 1024
     }
 
     /// Same for the LPM buckets.
@@ -466,7 +468,13 @@ impl<'a> GenView<'a> {
         for tp in tuples {
             let src = t.src & join(tp.src_mask);
             let dst = t.dst & join(tp.dst_mask);
-            let i = (hash_pair(src, dst) as u32) & tp.mask;
+            let h = hash_pair(src, dst);
+            let fb = (h >> 32) as usize & tp.filter_mask as usize;
+            let word = (tp.filter_first as usize).saturating_add(fb / 64);
+            if let Some(w) = self.acl_filters.get(word) {
+                prefetch(w);
+            }
+            let i = (h as u32) & tp.mask;
             if let Some(b) = self
                 .acl_buckets
                 .get((tp.first_bucket as usize).saturating_add(i as usize))
@@ -529,8 +537,18 @@ impl<'a> GenView<'a> {
             }
             let src = t.src & join(tp.src_mask);
             let dst = t.dst & join(tp.dst_mask);
+            let h = hash_pair(src, dst);
+            let fb = (h >> 32) as usize & tp.filter_mask as usize;
+            let word = (tp.filter_first as usize).saturating_add(fb / 64);
+            if self
+                .acl_filters
+                .get(word)
+                .is_none_or(|w| w & (1 << (fb % 64)) == 0)
+            {
+                continue;
+            }
             let base = tp.first_bucket as usize;
-            let mut i = (hash_pair(src, dst) as u32) & tp.mask;
+            let mut i = (h as u32) & tp.mask;
             let mut bucket = None;
             let limit = tp.mask.min(self.acl_buckets.len() as u32);
             for _ in 0..=limit {
