@@ -26,9 +26,26 @@ pub struct Cli {
         hide_env_values = true,
         value_name = "KEY"
     )]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+/// A password or token from the command line; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 /// How results are printed.
@@ -49,7 +66,7 @@ pub enum Cmd {
         email: String,
         /// Password (CVLANCTL_PASSWORD keeps it out of the process list).
         #[arg(long, env = "CVLANCTL_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Secret,
     },
     /// End the saved session and forget its token.
     Logout,
@@ -232,7 +249,7 @@ pub enum UserCmd {
         email: String,
         /// Initial password (8+ characters).
         #[arg(long, env = "CVLANCTL_USER_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Secret,
         /// viewer, operator, admin (tenant admin) or superadmin.
         #[arg(long, value_parser = parse::role)]
         role: &'static str,
@@ -250,7 +267,7 @@ pub enum UserCmd {
         role: Option<&'static str>,
         /// New password (ends the user's sessions).
         #[arg(long)]
-        password: Option<String>,
+        password: Option<Secret>,
         #[arg(long)]
         display_name: Option<String>,
     },
@@ -783,6 +800,31 @@ mod tests {
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_passwords_or_tokens() {
+        let cli = Cli::try_parse_from([
+            "cvlanctl",
+            "--token",
+            "cvk_tok3n",
+            "user",
+            "create",
+            "--tenant",
+            "a",
+            "--email",
+            "e@x.test",
+            "--password",
+            "hunter2hunter2",
+            "--role",
+            "viewer",
+        ])
+        .unwrap();
+        let d = format!("{cli:?}");
+        assert!(
+            !d.contains("cvk_tok3n") && !d.contains("hunter2hunter2"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{
     AddressCmd, AuditCmd, AuditFilter, Cli, Cmd, CvlanCmd, ExportFormat, GroupCmd, NodeCmd, Output,
-    Paging, PolicyCmd, RegionCmd, RelayCmd, TenantCmd, TokenCmd, UserCmd, VrouterCmd,
+    Paging, PolicyCmd, RegionCmd, RelayCmd, Secret, TenantCmd, TokenCmd, UserCmd, VrouterCmd,
 };
 use crate::client::Client;
 use crate::config;
@@ -142,7 +142,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         .token
         .clone()
         .filter(|_| cfg.server.as_deref().is_none_or(|s| s == server));
-    let token = cli.token.clone().filter(|t| !t.is_empty()).or(stored);
+    let token = cli
+        .token
+        .as_ref()
+        .map(|t| t.0.clone())
+        .filter(|t| !t.is_empty())
+        .or(stored);
     let ctx = Ctx {
         client: Client::new(&server, token)?,
         out: cli.output,
@@ -168,12 +173,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn login(ctx: Ctx, server: String, email: String, password: String) -> Result<()> {
+async fn login(ctx: Ctx, server: String, email: String, password: Secret) -> Result<()> {
     let anon = Client::new(&server, None)?;
     let mut res = anon
         .post(
             &["auth", "login"],
-            &json!({"email": email, "password": password}),
+            &json!({"email": email, "password": password.0}),
         )
         .await?;
     let Some(token) = res.get("token").and_then(Value::as_str).map(String::from) else {
@@ -366,7 +371,7 @@ async fn user(ctx: &Ctx, c: UserCmd) -> Result<()> {
             }
             let body = Fields::default()
                 .set("email", email)
-                .set("password", password)
+                .set("password", password.0)
                 .set("role", role)
                 .opt("displayName", display_name)
                 .body();
@@ -381,7 +386,7 @@ async fn user(ctx: &Ctx, c: UserCmd) -> Result<()> {
         } => {
             let body = Fields::default()
                 .opt("role", role)
-                .opt("password", password)
+                .opt("password", password.map(|p| p.0))
                 .opt("displayName", display_name)
                 .patch("--role, --password, --display-name")?;
             let mut p = users_path(tenant.as_deref());
