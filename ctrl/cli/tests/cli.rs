@@ -177,6 +177,13 @@ impl Cli {
         );
         assert!(r.stderr.starts_with("error: "), "stderr: {}", r.stderr);
         assert!(r.stderr.contains(msg), "stderr lacks {msg:?}: {}", r.stderr);
+        // The server's message itself, not its JSON envelope.
+        assert!(
+            !r.stderr.contains("\"code\"") && !r.stderr.contains("HTTP "),
+            "stderr: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "stderr: {}", r.stderr);
         assert!(r.stdout.is_empty(), "stdout: {}", r.stdout);
         r
     }
