@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build(&[".cvlan"])?;
 
     let pool = DescriptorPool::decode(bytes.as_slice())?;
-    std::fs::write(out.join("schemas.json"), serde_json::to_vec_pretty(&schemas(&pool))?)?;
+    std::fs::write(
+        out.join("schemas.json"),
+        serde_json::to_vec_pretty(&schemas(&pool))?,
+    )?;
     Ok(())
 }
 
@@ -53,7 +56,9 @@ fn schemas(pool: &DescriptorPool) -> Value {
 }
 
 fn schema_name(m: &MessageDescriptor) -> String {
-    m.full_name().trim_start_matches("cvlan.v1.").replace('.', "_")
+    m.full_name()
+        .trim_start_matches("cvlan.v1.")
+        .replace('.', "_")
 }
 
 fn message_schema(m: &MessageDescriptor) -> Value {
@@ -74,11 +79,11 @@ fn message_schema(m: &MessageDescriptor) -> Value {
 }
 
 fn field_schema(f: &FieldDescriptor) -> Value {
-    if f.is_map() {
-        if let Kind::Message(entry) = f.kind() {
-            let v = entry.map_entry_value_field();
-            return json!({"type": "object", "additionalProperties": kind_schema(&v.kind())});
-        }
+    if f.is_map()
+        && let Kind::Message(entry) = f.kind()
+    {
+        let v = entry.map_entry_value_field();
+        return json!({"type": "object", "additionalProperties": kind_schema(&v.kind())});
     }
     let k = kind_schema(&f.kind());
     if f.is_list() {
@@ -91,7 +96,9 @@ fn field_schema(f: &FieldDescriptor) -> Value {
 fn kind_schema(k: &Kind) -> Value {
     match k {
         Kind::Double | Kind::Float => json!({"type": "number"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int32", "minimum": 0}),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
         Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64"}),
@@ -103,7 +110,9 @@ fn kind_schema(k: &Kind) -> Value {
         }
         Kind::Message(m) => match m.full_name() {
             "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
-            "google.protobuf.FieldMask" => json!({"type": "string", "description": "comma-separated field paths"}),
+            "google.protobuf.FieldMask" => {
+                json!({"type": "string", "description": "comma-separated field paths"})
+            }
             _ => json!({"$ref": format!("#/components/schemas/{}", schema_name(m))}),
         },
     }

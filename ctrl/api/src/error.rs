@@ -15,6 +15,9 @@ pub enum ApiError {
     /// No or invalid credentials.
     #[error("authentication required")]
     Unauthenticated,
+    /// Login with an unknown email or a wrong password (deliberately not saying which).
+    #[error("invalid email or password")]
+    BadCredentials,
     /// Authenticated, but the role does not allow this.
     #[error("permission denied")]
     Forbidden,
@@ -51,6 +54,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "permission_denied"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -92,7 +96,7 @@ impl From<ApiError> for tonic::Status {
         use tonic::Code;
         let code = match &e {
             ApiError::BadRequest(_) => Code::InvalidArgument,
-            ApiError::Unauthenticated => Code::Unauthenticated,
+            ApiError::Unauthenticated | ApiError::BadCredentials => Code::Unauthenticated,
             ApiError::Forbidden => Code::PermissionDenied,
             ApiError::NotFound(_) | ApiError::WrongMode => Code::NotFound,
             ApiError::Conflict(_) => Code::AlreadyExists,

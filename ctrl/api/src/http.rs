@@ -623,7 +623,7 @@ async fn h_audit_export(State(a): S, p: Principal, ps: Params, Query(q): Q) -> A
             .await?;
         for e in &pg.items {
             if csv {
-                let time = serde_json::to_value(&e.time)
+                let time = serde_json::to_value(e.time)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();

@@ -552,11 +552,20 @@ impl Kind for pb::Region {
     }
 }
 
+/// A region reference must be an existing region's id (names would dangle after a rename and
+/// escape the region's in-use check).
 async fn region_id(c: &mut AnyConnection, key: &str) -> ApiResult<String> {
     if key.is_empty() {
         return Ok(String::new());
     }
-    Ok(exists::<pb::Region>(c, Scope::Global, key).await?.id)
+    let r = exists::<pb::Region>(c, Scope::Global, key).await?;
+    if r.id != key {
+        return Err(ApiError::bad(format!(
+            "regionId must be a region id (region {:?} has id {})",
+            r.name, r.id
+        )));
+    }
+    Ok(r.id)
 }
 
 impl Kind for pb::Relay {

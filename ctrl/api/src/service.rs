@@ -738,7 +738,7 @@ impl Service {
     ) -> ApiResult<(Secret, i64, pb::User)> {
         let email = email.trim().to_lowercase();
         if email.is_empty() || email.len() > 254 || password.0.len() > 1024 {
-            return Err(ApiError::Unauthenticated);
+            return Err(ApiError::BadCredentials);
         }
         self.throttle.check(&email, source)?;
         let row: Option<(String, String)> =
@@ -753,7 +753,7 @@ impl Service {
             self.throttle.failed(&email, source);
             metrics::counter!("cvlan_logins_total", "result" => "failure").increment(1);
             tracing::info!(source, "login failed");
-            return Err(ApiError::Unauthenticated);
+            return Err(ApiError::BadCredentials);
         }
         self.throttle.succeeded(&email);
         let token = secrets::random_token("cvs_");

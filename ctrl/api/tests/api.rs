@@ -1,5 +1,7 @@
 //! In-process API tests over the real router, on SQLite and (when available) PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashSet;

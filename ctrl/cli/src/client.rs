@@ -33,7 +33,10 @@ pub struct ServerError {
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)?;
-        if self.status == StatusCode::UNAUTHORIZED {
+        // A refused login already says what to fix; other 401s mean "sign in".
+        if self.status == StatusCode::UNAUTHORIZED
+            && !self.message.starts_with("invalid email or password")
+        {
             f.write_str(" (run `cvlanctl login` or pass --token / CVLANCTL_TOKEN)")?;
         }
         Ok(())

@@ -705,7 +705,7 @@ fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
             "--password",
             "wrong-password",
         ],
-        "authentication required",
+        "invalid email or password",
     );
 
     // A token from the environment or --token works without any saved session.

@@ -1,7 +1,7 @@
 //! Test harness: a fresh database per test on every backend available (SQLite always;
 //! PostgreSQL when CVLAN_TEST_POSTGRES_URL points at a server — required when CI is set),
 //! and the real router driven in-process.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
