@@ -7,7 +7,11 @@ mod fastpath;
 mod ipam;
 
 #[derive(Parser)]
-#[command(name = "cvlan-bench", version, about = "CloudVLAN benchmarks (fast path, IPAM, …)")]
+#[command(
+    name = "cvlan-bench",
+    version,
+    about = "CloudVLAN benchmarks (fast path, IPAM, …)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -1102,3 +1102,75 @@ async fn grpc_admin_service_shares_auth_and_rbac_with_rest() {
         srv.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn each_tier_serves_only_its_own_endpoints() {
+    for db in databases().await {
+        let h = H::new(&db).await;
+        h.ok("POST", "/api/v1/tenants", Some(json!({"name": "acme"})))
+            .await;
+        h.ok(
+            "POST",
+            "/api/v1/tenants/acme/cvlans",
+            Some(json!({"name": "lab", "ipv4Prefix": "10.3.0.0/24"})),
+        )
+        .await;
+        let tok = h
+            .ok(
+                "POST",
+                "/api/v1/tenants/acme/tokens",
+                Some(json!({"cvlanId": "lab"})),
+            )
+            .await;
+        let token = tok["token"].as_str().unwrap().to_string();
+        for (mode, admin_ok, verify_ok) in [
+            (cvlan_api::Mode::Discovery, false, false),
+            (cvlan_api::Mode::Registration, false, true),
+            (cvlan_api::Mode::Session, true, false),
+        ] {
+            let app = cvlan_api::build_app(h.app.svc.store.clone(), mode, Default::default())
+                .await
+                .unwrap();
+            let tier = H {
+                app: app.clone(),
+                router: cvlan_api::router(app),
+                root: h.root.clone(),
+                db: h.db,
+            };
+            let (s, v) = tier.call("GET", "/api/v1/discovery", None, None).await;
+            assert_eq!(s, StatusCode::OK, "{mode:?} discovery: {v}");
+            let (s, _) = tier
+                .call("GET", "/api/v1/tenants", Some(&h.root), None)
+                .await;
+            assert_eq!(s == StatusCode::OK, admin_ok, "{mode:?} admin API");
+            let (s, _) = tier
+                .call(
+                    "POST",
+                    "/api/v1/tokens/verify",
+                    None,
+                    Some(json!({"token": token})),
+                )
+                .await;
+            assert_eq!(
+                s == StatusCode::OK,
+                verify_ok,
+                "{mode:?} token verification"
+            );
+            assert_eq!(
+                tier.call("GET", "/healthz", None, None).await.0,
+                StatusCode::OK
+            );
+        }
+        // Discovery is rate-limited per source: the burst passes, then 429.
+        let mut limited = false;
+        for _ in 0..400 {
+            if h.call("GET", "/api/v1/discovery", None, None).await.0
+                == StatusCode::TOO_MANY_REQUESTS
+            {
+                limited = true;
+                break;
+            }
+        }
+        assert!(limited, "discovery was never rate-limited");
+    }
+}
