@@ -523,13 +523,22 @@ fn bench_boringtun(size: Size, budget: Duration) -> Result<f64> {
     Ok(median_pps(&hist))
 }
 
+/// The size column as printed ("64", …, "imix").
+fn row_label(r: &Row) -> String {
+    match &r.size {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
 fn write_svg(rows: &[Row], path: &PathBuf) -> Result<()> {
     let (w, h, ml, mr, mt, mb) = (760.0, 440.0, 70.0, 210.0, 40.0, 50.0);
     let pw = w - ml - mr;
     let ph = h - mt - mb;
     let xs: Vec<String> = SIZES.iter().map(|s| s.label()).collect();
     type Pick = fn(&Row) -> f64;
-    let series: Vec<(&str, &str, Pick, Option<(usize, usize)>)> = vec![
+    type Series = (&'static str, &'static str, Pick, Option<(usize, usize)>);
+    let series: Vec<Series> = vec![
         (
             "AEAD limit (ring open+seal)",
             "#444444",
@@ -559,11 +568,8 @@ fn write_svg(rows: &[Row], path: &PathBuf) -> Result<()> {
         SIZES
             .iter()
             .map(|s| {
-                rows.iter().find(|r| {
-                    r.peers == peers
-                        && r.rules == rules
-                        && r.size.to_string().trim_matches('"') == s.label()
-                })
+                rows.iter()
+                    .find(|r| r.peers == peers && r.rules == rules && row_label(r) == s.label())
             })
             .collect()
     };
@@ -745,7 +751,7 @@ pub fn run(args: Args) -> Result<()> {
     ]);
     for r in &rows {
         table.add_row(vec![
-            r.size.to_string().trim_matches('"').to_string(),
+            row_label(r),
             r.peers.to_string(),
             r.rules.to_string(),
             format!("{:.3}", r.fastpath_pps / 1e6),
@@ -763,9 +769,10 @@ pub fn run(args: Args) -> Result<()> {
     {
         println!("{table}");
         for size in [Size::Fixed(1420), Size::Fixed(64)] {
-            if let Some(r) = rows.iter().find(|r| {
-                r.peers == 100_000 && r.rules == 10_000 && r.size.to_string() == size.label()
-            }) {
+            if let Some(r) = rows
+                .iter()
+                .find(|r| r.peers == 100_000 && r.rules == 10_000 && row_label(r) == size.label())
+            {
                 let goal = if size == Size::Fixed(1420) {
                     95.0
                 } else {
