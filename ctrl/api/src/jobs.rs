@@ -10,6 +10,8 @@ use crate::service::Service;
 
 /// Audit retention: once a day.
 pub const AUDIT_RETENTION: &str = "audit-retention";
+/// Expired session cleanup: hourly.
+pub const SESSION_GC: &str = "session-gc";
 const DAY: i64 = 86_400;
 
 /// Runs every due job once; returns the names of the jobs this process ran.
@@ -33,6 +35,16 @@ pub async fn run_due(svc: &Service, owner: &str) -> anyhow::Result<Vec<&'static 
             .finish_job(AUDIT_RETENTION, owner, DAY, &status)
             .await?;
         ran.push(AUDIT_RETENTION);
+    }
+    if svc.store.claim_job(SESSION_GC, owner, 600).await? == Claim::Run {
+        let status = match svc.purge_sessions().await {
+            Ok(n) => format!("ok: deleted {n}"),
+            Err(e) => format!("error: {e}"),
+        };
+        svc.store
+            .finish_job(SESSION_GC, owner, 3600, &status)
+            .await?;
+        ran.push(SESSION_GC);
     }
     Ok(ran)
 }

@@ -854,8 +854,16 @@ impl Service {
                 return Err(ApiError::Unauthenticated);
             }
             let user = self.user_by_id(&mut c, &uid).await?;
+            // A key never outranks its owner as the owner is now (roles can be lowered later).
+            let key_role = Role::try_from(key.role).unwrap_or(Role::Viewer);
+            let user_role = Role::try_from(user.role).unwrap_or(Role::Unspecified);
+            let role = if may_grant(user_role, key_role) {
+                key_role
+            } else {
+                user_role
+            };
             return Ok(Principal {
-                role: Role::try_from(key.role).unwrap_or(Role::Viewer),
+                role,
                 user,
                 api_key_id: Some(kid),
                 session_hash: None,
@@ -1376,6 +1384,21 @@ impl Service {
             }
         };
         Ok(audit::list(&mut c, &f, page_token, page_size).await?)
+    }
+
+    /// Deletes expired sessions; returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn purge_sessions(&self) -> ApiResult<u64> {
+        let mut w = self.store.begin_write().await?;
+        let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(time::now_micros())
+            .execute(w.conn())
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
+        w.commit().await?;
+        Ok(r.rows_affected())
     }
 
     /// Deletes audit events past retention; returns how many.
