@@ -201,6 +201,11 @@ impl Store {
 
     async fn drain(self: Arc<Self>, st: Arc<CvlanState>, cvlan_id: String) {
         loop {
+            // Callers answered by the previous batch are re-queuing right now: a couple of
+            // yields let them join this batch instead of forming a trickle of tiny ones.
+            for _ in 0..2 {
+                tokio::task::yield_now().await;
+            }
             let batch: Vec<Pending> = {
                 let mut q = st.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if q.items.is_empty() {
