@@ -52,7 +52,13 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Self {
-        let db = format!("sqlite://{}", dir.join("cvlan.db").display());
+        Self::start_on(dir, false)
+    }
+
+    /// Starts on SQLite, or on a fresh PostgreSQL database when `postgres` (the server named by
+    /// CVLAN_TEST_POSTGRES_URL).
+    fn start_on(dir: &Path, postgres: bool) -> Self {
+        let sqlite = format!("sqlite://{}", dir.join("cvlan.db").display());
         let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, tokio::sync::watch::Sender<bool>)>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +67,20 @@ impl Server {
                 .build()
                 .unwrap();
             rt.block_on(async move {
+                let db = if postgres {
+                    use sqlx::Connection;
+                    sqlx::any::install_default_drivers();
+                    let admin = std::env::var("CVLAN_TEST_POSTGRES_URL").unwrap();
+                    let name = format!("cvlan_cli_{}_{}", std::process::id(), dir_tag());
+                    let mut c = sqlx::AnyConnection::connect(&admin).await.unwrap();
+                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                        .execute(&mut c)
+                        .await
+                        .unwrap();
+                    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+                } else {
+                    sqlite
+                };
                 let store = Arc::new(cvlan_store::Store::open(&db).await.unwrap());
                 let app = cvlan_api::build_app(
                     store.clone(),
@@ -193,10 +213,34 @@ fn items(v: &Value) -> &Vec<Value> {
     v["items"].as_array().expect("a list response")
 }
 
+fn dir_tag() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
 #[test]
 fn an_admin_manages_a_tenant_end_to_end_through_the_cli() {
-    let dir = TempDir::new("e2e");
-    let srv = Server::start(&dir.0);
+    admin_end_to_end(false);
+}
+
+#[test]
+fn an_admin_manages_a_tenant_end_to_end_through_the_cli_on_postgres() {
+    if std::env::var("CVLAN_TEST_POSTGRES_URL").is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI requires CVLAN_TEST_POSTGRES_URL"
+        );
+        eprintln!("note: CVLAN_TEST_POSTGRES_URL unset, PostgreSQL leg skipped");
+        return;
+    }
+    admin_end_to_end(true);
+}
+
+fn admin_end_to_end(postgres: bool) {
+    let dir = TempDir::new(if postgres { "e2e-pg" } else { "e2e" });
+    let srv = Server::start_on(&dir.0, postgres);
     let admin = Cli::new(&dir.0, "admin");
 
     // Login keeps server and token in a private config file and never prints the token.
