@@ -14,7 +14,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (SQLite + PostgreSQL)"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 echo "== benchmark smoke runs"
 cargo run -q -p cvlan-bench -- ipam --quick --clients 50
 cargo run -q -p cvlan-bench -- fastpath --quick
+echo "== summary"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
