@@ -62,23 +62,7 @@ pub async fn insert_many(c: &mut AnyConnection, events: &[pb::AuditEvent]) -> Re
     let mut sql = String::from(
         "INSERT INTO audit_events (id, tenant_id, time, actor_id, action, target_type, target_id, body) VALUES ",
     );
-    for i in 0..events.len() {
-        let b = i * 8;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "(${},${},${},${},${},${},${},${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7,
-            b + 8
-        ));
-    }
+    crate::push_value_rows(&mut sql, crate::placeholder(c), events.len(), 8, &[]);
     let mut q = sqlx::query(AssertSqlSafe(sql));
     for e in events {
         q = q

@@ -323,24 +323,8 @@ impl Store {
                 "INSERT INTO addresses (id, tenant_id, cvlan_id, name, body, host_offset, \
                  node_id, created_at, updated_at) VALUES ",
             );
-            for i in 0..rows.len() {
-                let b = i * 8;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 8
-                ));
-            }
+            // The last column (updated_at) repeats the 8th parameter (created_at).
+            crate::push_value_rows(&mut sql, crate::placeholder(w.conn()), rows.len(), 8, &[8]);
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (res, k) in &rows {
                 q = q

@@ -275,6 +275,35 @@ async fn connect(url: &str, backend: Backend, max: u32) -> Result<AnyPool> {
     })
 }
 
+/// The numbered-parameter sigil for this connection: `?` on SQLite, `$` on PostgreSQL.
+///
+/// SQLite treats `$N` as a *named* parameter and looks each one up by name while preparing
+/// (quadratic in the parameter count: it dominated multi-row inserts); `?N` is positional.
+pub fn placeholder(c: &sqlx::AnyConnection) -> char {
+    if c.backend_name() == "SQLite" {
+        '?'
+    } else {
+        '$'
+    }
+}
+
+/// Appends `rows` value tuples of `cols` numbered parameters each, then, per row, the
+/// parameters listed in `repeat` (1-based column numbers within the row) once more.
+pub fn push_value_rows(sql: &mut String, p: char, rows: usize, cols: usize, repeat: &[usize]) {
+    use std::fmt::Write;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        let base = r * cols;
+        for c in 1..=cols {
+            let _ = write!(sql, "{}{p}{}", if c == 1 { "" } else { "," }, base + c);
+        }
+        for c in repeat {
+            let _ = write!(sql, ",{p}{}", base + c);
+        }
+        sql.push(')');
+    }
+}
+
 /// Whether `e` is a PostgreSQL serialization/deadlock failure worth retrying.
 pub fn is_retryable(e: &StoreError) -> bool {
     if let StoreError::Db(e) = e
@@ -283,4 +312,17 @@ pub fn is_retryable(e: &StoreError) -> bool {
         return matches!(d.code().as_deref(), Some("40001" | "40P01"));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn value_rows_number_parameters_per_row_and_repeat_columns() {
+        let mut s = String::new();
+        super::push_value_rows(&mut s, '$', 2, 3, &[3]);
+        assert_eq!(s, "($1,$2,$3,$3),($4,$5,$6,$6)");
+        let mut s = String::new();
+        super::push_value_rows(&mut s, '?', 1, 2, &[]);
+        assert_eq!(s, "(?1,?2)");
+    }
 }
