@@ -1087,6 +1087,7 @@ impl Service {
             reusable: t.reusable,
             ephemeral: t.ephemeral,
             tags: t.tags.clone(),
+            ca: String::new(),
         };
         t.created_at = Some(time::ts(now));
         t.token = tokens::sign(&self.signing, &claims);

@@ -26,6 +26,10 @@ pub struct Claims {
     pub ephemeral: bool,
     /// Tags given to nodes registered with it.
     pub tags: Vec<String>,
+    /// Lowercase hex SHA-256 of the control plane's CA certificate (DER). Agents pin it when
+    /// they first connect, so a token is all a device needs to trust the node endpoint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca: String,
 }
 
 /// Why a token was refused.
@@ -102,6 +106,7 @@ mod tests {
             reusable: false,
             ephemeral: true,
             tags: vec!["web".into()],
+            ca: String::new(),
         }
     }
 
