@@ -1,0 +1,1 @@
+//! Network-namespace lab: underlay bridge, one namespace per host, guaranteed teardown.
