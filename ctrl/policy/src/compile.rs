@@ -6,7 +6,7 @@
 //! rules that can never match are dropped. [`Compiler::inbound`] then only tests one bit
 //! (or a few CIDRs) per rule and compacts the result.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -202,9 +202,6 @@ fn normalize_ports(proto: Proto, ports: &[PortRange]) -> Option<Vec<PortRange>> 
     Some(out)
 }
 
-/// Everything of a staged rule but its action.
-type RuleKey<'k> = (&'k [IpNet], &'k [IpNet], Proto, &'k [PortRange]);
-
 /// A rule as staged for one node before compaction.
 struct Staged<'r> {
     sources: std::borrow::Cow<'r, [IpNet]>,
@@ -277,8 +274,8 @@ impl<'a> Compiler<'a> {
     /// The output is compacted without changing any decision: source and destination
     /// prefixes are aggregated exactly; within a run of consecutive rules with the same action
     /// (whose order cannot matter) rules that differ only in sources, or only in
-    /// destinations, are merged; a rule identical to an earlier one is dropped, and so are
-    /// deny rules at the end (the default is deny).
+    /// destinations, are merged; a rule whose packets an earlier rule all matches is dropped
+    /// (it can never decide anything), and so are deny rules at the end (the default is deny).
     pub fn inbound(&self, node_id: &str) -> Filter {
         let Some(&i) = self.index.get(node_id) else {
             return Filter::default();
@@ -310,26 +307,31 @@ impl<'a> Compiler<'a> {
                 action: r.action,
             });
         }
-        let mut out: Vec<Staged<'_>> = Vec::with_capacity(staged.len());
-        let mut rest = staged;
-        while !rest.is_empty() {
-            let action = rest[0].action;
-            let len = rest.iter().take_while(|s| s.action == action).count();
-            let tail = rest.split_off(len);
-            out.extend(merge_run(rest));
-            rest = tail;
+        // Merging can make a rule redundant and dropping one can join two runs: repeat until
+        // neither changes anything (each round that continues drops at least one rule).
+        let mut rules = staged;
+        loop {
+            let mut merged: Vec<Staged<'_>> = Vec::with_capacity(rules.len());
+            let mut rest = rules;
+            while !rest.is_empty() {
+                let action = rest[0].action;
+                let len = rest.iter().take_while(|s| s.action == action).count();
+                let tail = rest.split_off(len);
+                merged.extend(merge_run(rest));
+                rest = tail;
+            }
+            let before = merged.len();
+            rules = drop_shadowed(merged);
+            while rules.last().is_some_and(|r| r.action == Action::Deny) {
+                rules.pop();
+            }
+            if rules.len() == before {
+                break;
+            }
         }
-        // A rule equal to an earlier one (whatever its action) is shadowed by it.
-        let mut seen: HashSet<RuleKey<'_>> = HashSet::new();
-        let mut keep = vec![true; out.len()];
-        for (k, s) in out.iter().enumerate() {
-            keep[k] = seen.insert((&s.sources, &s.dests, s.proto, s.ports));
-        }
-        let mut rules: Vec<FilterRule> = out
+        let rules = rules
             .into_iter()
-            .zip(keep)
-            .filter(|(_, k)| *k)
-            .map(|(s, _)| FilterRule {
+            .map(|s| FilterRule {
                 sources: s.sources.into_owned(),
                 destinations: s.dests,
                 proto: s.proto,
@@ -337,11 +339,60 @@ impl<'a> Compiler<'a> {
                 action: s.action,
             })
             .collect();
-        while rules.last().is_some_and(|r| r.action == Action::Deny) {
-            rules.pop();
-        }
         Filter { rules }
     }
+}
+
+/// Drops every rule whose packets are all matched by an earlier rule (whatever the actions:
+/// the earlier rule decides them all). Compares only with rules kept, which is enough since
+/// "covers" is transitive.
+fn drop_shadowed(rules: Vec<Staged<'_>>) -> Vec<Staged<'_>> {
+    let mut kept: Vec<Staged<'_>> = Vec::with_capacity(rules.len());
+    for r in rules {
+        if !kept.iter().any(|e| covers(e, &r)) {
+            kept.push(r);
+        }
+    }
+    kept
+}
+
+/// Whether every packet `r` matches is matched by `e`. Structural and conservative: it may
+/// say no for some covered rules, never yes for an uncovered one.
+fn covers(e: &Staged<'_>, r: &Staged<'_>) -> bool {
+    proto_ports_cover(e, r) && nets_cover(&e.dests, &r.dests) && nets_cover(&e.sources, &r.sources)
+}
+
+fn proto_ports_cover(e: &Staged<'_>, r: &Staged<'_>) -> bool {
+    if e.proto != Proto::Any && e.proto != r.proto {
+        return false;
+    }
+    if e.ports.is_empty() {
+        return true;
+    }
+    // `e` only matches TCP/UDP on its ports (normalised lists: sorted, merged, non-empty
+    // ranges), so `r` must be limited to TCP/UDP ports inside them.
+    const ALL: &[PortRange] = &[PortRange {
+        first: 0,
+        last: u16::MAX,
+    }];
+    let r_ports = match (r.proto, r.ports.is_empty()) {
+        (_, false) => r.ports,
+        (Proto::Tcp | Proto::Udp, true) => ALL,
+        _ => return false,
+    };
+    r_ports.iter().all(|x| {
+        let i = e.ports.partition_point(|p| p.first <= x.first);
+        i > 0 && e.ports[i - 1].last >= x.last
+    })
+}
+
+/// Whether the prefixes `r` are all inside `e`. Both come from [`IpNet::aggregate`]: sorted
+/// and disjoint, so the only candidate for a prefix is the last one of `e` not after it.
+fn nets_cover(e: &[IpNet], r: &[IpNet]) -> bool {
+    r.iter().all(|x| {
+        let i = e.partition_point(|p| p <= x);
+        i > 0 && e[i - 1].contains(x)
+    })
 }
 
 /// Compacts a run of rules with one action: their order cannot change any decision, so rules

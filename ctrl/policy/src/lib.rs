@@ -37,7 +37,7 @@ mod matcher;
 pub mod reference;
 
 pub use compile::Compiler;
-pub use matcher::Matcher;
+pub use matcher::{Matcher, MatcherStats};
 
 /// IP protocol a rule applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -251,3 +251,6 @@ pub struct NodeInfo {
     /// The owning user, if any (tagged/service nodes may have none).
     pub user: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;
