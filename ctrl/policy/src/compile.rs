@@ -281,6 +281,10 @@ impl<'a> Compiler<'a> {
             return Filter::default();
         };
         let node = &self.nodes[i];
+        if node.addresses.is_empty() {
+            // Nothing can be addressed to it.
+            return Filter::default();
+        }
         let all: Vec<IpNet> = IpNet::aggregate(&node.addresses.iter().copied().map(host).collect());
         let mut staged: Vec<Staged<'_>> = Vec::new();
         for r in &self.rules {

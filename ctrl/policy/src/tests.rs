@@ -466,3 +466,17 @@ fn proto_numbers_round_trip() {
     assert_eq!(Proto::Any.number(), None);
     assert_eq!(Proto::from_number(47), None);
 }
+
+/// Found by the property tests: a node with no addresses selected by `Any`.
+#[test]
+fn node_without_addresses_gets_an_empty_filter() {
+    let mut nodes = three_nodes();
+    nodes.push(node("bare", &[], &[], Some("alice")));
+    let w = World {
+        nodes,
+        groups: vec![],
+        rules: vec![allow(vec![Selector::Any], vec![Selector::Any])],
+    };
+    assert_eq!(w.filter("bare"), Filter::default());
+    assert_eq!(w.tcp("100.64.0.1", "bare", "100.64.0.2", 1), Deny);
+}
