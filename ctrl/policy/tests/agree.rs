@@ -203,17 +203,16 @@ proptest! {
             // node's own addresses, which is where rules can actually match.
             let mut p = *p;
             let own = |i: usize| nodes[i % nodes.len()].addresses.get(*k % 4).copied();
-            if aim & 1 != 0 {
-                if let Some(a) = own(usize::from(*aim >> 2)) {
-                    p.src = a;
-                }
+            if aim & 1 != 0
+                && let Some(a) = own(usize::from(*aim >> 2))
+            {
+                p.src = a;
             }
-            if aim & 2 != 0 {
-                if let Some(n) = nodes.iter().find(|n| n.id == *dst_node) {
-                    if let Some(a) = n.addresses.get(*k % n.addresses.len().max(1)) {
-                        p.dst = *a;
-                    }
-                }
+            if aim & 2 != 0
+                && let Some(n) = nodes.iter().find(|n| n.id == *dst_node)
+                && let Some(a) = n.addresses.get(*k % n.addresses.len().max(1))
+            {
+                p.dst = *a;
             }
             let f = c.inbound(dst_node);
             let want = reference::decide(&nodes, &groups, &rules, p.src, dst_node, &p);
