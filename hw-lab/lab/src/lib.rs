@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub mod cvlan;
+
 /// Every namespace the lab makes starts with this; `hw-lab/lab.sh down` removes them all.
 pub const PREFIX: &str = "cvlab-";
 
@@ -71,6 +73,29 @@ pub enum Error {
     /// The underlay /24 is used up.
     #[error("a lab holds at most {MAX_HOSTS} hosts")]
     Full,
+    /// A binary of the build is not where it was looked for.
+    #[error("{name} not found in {}: run `cargo build --workspace --bins` first", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    MissingBinary {
+        /// The binary's name.
+        name: String,
+        /// The directories searched.
+        searched: Vec<PathBuf>,
+    },
+    /// A REST call answered with a non-2xx status.
+    #[error("{method} {path}: HTTP {status}: {body}")]
+    Http {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+        /// The status code (0 when curl printed none).
+        status: u16,
+        /// The answer's body.
+        body: String,
+    },
+    /// A program answered, but not as expected (the message says how).
+    #[error("{0}")]
+    Unexpected(String),
     /// [`wait_until`] ran out of time.
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout {
@@ -486,12 +511,17 @@ impl Host {
     {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.netns]);
-        let mut line = format!("ip netns exec {}", self.netns);
+        let mut words = Vec::new();
         for a in args {
-            line.push(' ');
-            line.push_str(&a.as_ref().to_string_lossy());
+            words.push(a.as_ref().to_string_lossy().into_owned());
             cmd.arg(a);
         }
+        // The line ends up in error messages: no secrets in it.
+        let line = format!(
+            "ip netns exec {} {}",
+            self.netns,
+            cvlan::redact(&words).join(" ")
+        );
         (cmd, line)
     }
 }
