@@ -202,6 +202,9 @@ fn normalize_ports(proto: Proto, ports: &[PortRange]) -> Option<Vec<PortRange>> 
     Some(out)
 }
 
+/// What rules are merged by: one prefix list, protocol and ports.
+type RuleKey<'k> = (&'k [IpNet], Proto, &'k [PortRange]);
+
 /// A rule as staged for one node before compaction.
 struct Staged<'r> {
     sources: std::borrow::Cow<'r, [IpNet]>,
@@ -407,35 +410,58 @@ fn merge_run(run: Vec<Staged<'_>>) -> Vec<Staged<'_>> {
     if run.len() < 2 {
         return run;
     }
-    let mut groups: Vec<Staged<'_>> = Vec::new();
-    let mut at: HashMap<(Vec<IpNet>, Proto, &[PortRange]), usize> = HashMap::new();
-    for s in run {
-        match at.get(&(s.dests.clone(), s.proto, s.ports)) {
-            Some(&g) => {
-                let mut v = groups[g].sources.to_vec();
-                v.extend_from_slice(&s.sources);
-                groups[g].sources = std::borrow::Cow::Owned(IpNet::aggregate(&v));
-            }
-            None => {
-                at.insert((s.dests.clone(), s.proto, s.ports), groups.len());
-                groups.push(s);
-            }
+    // Keys borrow from the rules, so first work out who joins whom, then move.
+    let by_dests = first_with_same(&run, |s| (&s.dests[..], s.proto, s.ports));
+    let run = fold(
+        run,
+        &by_dests,
+        |s| s.sources.to_vec(),
+        |s, v| s.sources = std::borrow::Cow::Owned(v),
+    );
+    let by_sources = first_with_same(&run, |s| (&s.sources[..], s.proto, s.ports));
+    fold(run, &by_sources, |s| s.dests.clone(), |s, v| s.dests = v)
+}
+
+/// For each rule, the index of the first rule with the same key (itself if none before).
+fn first_with_same<'s, 'r: 's>(
+    run: &'s [Staged<'r>],
+    key: impl Fn(&'s Staged<'r>) -> RuleKey<'s>,
+) -> Vec<usize> {
+    let mut at: HashMap<RuleKey<'s>, usize> = HashMap::with_capacity(run.len());
+    run.iter()
+        .enumerate()
+        .map(|(k, s)| *at.entry(key(s)).or_insert(k))
+        .collect()
+}
+
+/// Merges every rule into the first with its key: the prefixes `take` gives are unioned,
+/// aggregated once per merged rule, and stored with `set`.
+fn fold<'r>(
+    run: Vec<Staged<'r>>,
+    first: &[usize],
+    take: impl Fn(&Staged<'r>) -> Vec<IpNet>,
+    set: impl Fn(&mut Staged<'r>, Vec<IpNet>),
+) -> Vec<Staged<'r>> {
+    if first.iter().enumerate().all(|(k, f)| k == *f) {
+        return run;
+    }
+    let mut extra: HashMap<usize, Vec<IpNet>> = HashMap::new();
+    for (k, s) in run.iter().enumerate() {
+        if first[k] != k {
+            let v = extra.entry(first[k]).or_default();
+            v.extend(take(s));
         }
     }
-    let mut out: Vec<Staged<'_>> = Vec::new();
-    let mut at: HashMap<(Vec<IpNet>, Proto, &[PortRange]), usize> = HashMap::new();
-    for s in groups {
-        match at.get(&(s.sources.to_vec(), s.proto, s.ports)) {
-            Some(&g) => {
-                let mut v = std::mem::take(&mut out[g].dests);
-                v.extend_from_slice(&s.dests);
-                out[g].dests = IpNet::aggregate(&v);
-            }
-            None => {
-                at.insert((s.sources.to_vec(), s.proto, s.ports), out.len());
-                out.push(s);
-            }
+    let mut out = Vec::with_capacity(run.len() - extra.len());
+    for (k, mut s) in run.into_iter().enumerate() {
+        if first[k] != k {
+            continue;
         }
+        if let Some(mut v) = extra.remove(&k) {
+            v.extend(take(&s));
+            set(&mut s, IpNet::aggregate(&v));
+        }
+        out.push(s);
     }
     out
 }
