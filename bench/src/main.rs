@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod fastpath;
 mod ipam;
+mod policy;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +24,8 @@ enum Cmd {
     Ipam(ipam::Args),
     /// Gateway fast path: wg-decrypt → acl → route → wg-encrypt on one core, vs the AEAD limit and boringtun.
     Fastpath(fastpath::Args),
+    /// Policy compiler: compile time for every node's filter; Matcher::decide vs the linear Filter::evaluate.
+    Policy(policy::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Ipam(a) => ipam::run(a),
         Cmd::Fastpath(a) => fastpath::run(a),
+        Cmd::Policy(a) => policy::run(a),
     }
 }
