@@ -124,7 +124,7 @@ fn world(
                 .collect(),
         })
         .collect();
-    let mut selector = |r: &mut Rng, as_source: bool| match r.below(20) {
+    let selector = |r: &mut Rng, as_source: bool| match r.below(20) {
         0 => Selector::Any,
         1..=9 => Selector::Group(format!("group-{}", r.below(n_groups))),
         10..=13 => Selector::Tag(format!("tag-{}", r.below(TAGS))),
