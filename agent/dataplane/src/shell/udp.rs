@@ -241,7 +241,19 @@ pub fn split(
     max: usize,
 ) -> Option<usize> {
     let base = index * RECV_MSG_SIZE;
-    let seg = if seg == 0 { len.max(1) } else { seg };
+    if len == 0 {
+        // an empty datagram is still a (malformed) datagram for the core to count
+        if items.len() >= max {
+            return Some(0);
+        }
+        items.push(RxItem {
+            start: base,
+            len: 0,
+            src,
+        });
+        return None;
+    }
+    let seg = if seg == 0 { len } else { seg };
     let mut k = from_segment;
     while k * seg < len {
         if items.len() >= max {
