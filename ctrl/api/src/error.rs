@@ -15,6 +15,9 @@ pub enum ApiError {
     /// No or invalid credentials.
     #[error("authentication required")]
     Unauthenticated,
+    /// A registration token was refused (malformed, bad signature, expired, revoked, used).
+    #[error("{0}")]
+    TokenRefused(String),
     /// Login with an unknown email or a wrong password (deliberately not saying which).
     #[error("invalid email or password")]
     BadCredentials,
@@ -54,6 +57,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::TokenRefused(_) => (StatusCode::UNAUTHORIZED, "token_refused"),
             ApiError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "permission_denied"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -96,7 +100,9 @@ impl From<ApiError> for tonic::Status {
         use tonic::Code;
         let code = match &e {
             ApiError::BadRequest(_) => Code::InvalidArgument,
-            ApiError::Unauthenticated | ApiError::BadCredentials => Code::Unauthenticated,
+            ApiError::Unauthenticated | ApiError::BadCredentials | ApiError::TokenRefused(_) => {
+                Code::Unauthenticated
+            }
             ApiError::Forbidden => Code::PermissionDenied,
             ApiError::NotFound(_) | ApiError::WrongMode => Code::NotFound,
             ApiError::Conflict(_) => Code::AlreadyExists,

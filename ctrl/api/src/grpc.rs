@@ -399,6 +399,58 @@ impl AdminService for Admin {
         .delete_node(&p, &r.tenant, &r.id)
         .await
         .map(|_| pb::Empty {}));
+    rpc!(expire_node, pb::ObjectRef, pb::Node, |s, p, r| s
+        .expire_node(&p, &r.tenant, &r.id)
+        .await);
+
+    rpc!(
+        list_external_peers,
+        pb::ListRequest,
+        pb::ListExternalPeersResponse,
+        |s, p, r| {
+            let pg = s
+                .list::<pb::ExternalPeer>(&p, Some(&r.tenant), None, &r.page_token, r.page_size)
+                .await?;
+            Ok(pb::ListExternalPeersResponse {
+                items: pg.items,
+                next_page_token: pg.next,
+            })
+        }
+    );
+    rpc!(
+        get_external_peer,
+        pb::ObjectRef,
+        pb::ExternalPeer,
+        |s, p, r| s.get::<pb::ExternalPeer>(&p, Some(&r.tenant), &r.id).await
+    );
+    rpc!(
+        create_external_peer,
+        pb::CreateExternalPeerRequest,
+        pb::ExternalPeer,
+        |s, p, r| s
+            .create_external_peer(&p, &r.tenant, &r.cvlan, body(r.body))
+            .await
+    );
+    rpc!(
+        update_external_peer,
+        pb::UpdateExternalPeerRequest,
+        pb::ExternalPeer,
+        |s, p, r| {
+            let rf = body(r.r#ref);
+            s.update::<pb::ExternalPeer>(
+                &p,
+                Some(&rf.tenant),
+                &rf.id,
+                body(r.body),
+                &mask(r.update_mask),
+            )
+            .await
+        }
+    );
+    rpc!(delete_external_peer, pb::ObjectRef, pb::Empty, |s, p, r| s
+        .delete::<pb::ExternalPeer>(&p, Some(&r.tenant), &r.id)
+        .await
+        .map(|_| pb::Empty {}));
 
     rpc!(
         list_tokens,

@@ -572,6 +572,28 @@ async fn h_addr_create(
         ),
     ))
 }
+async fn h_ext_create(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    Body(b, _): Body<pb::ExternalPeer>,
+) -> ApiResult<(StatusCode, Json<pb::ExternalPeer>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            a.svc
+                .create_external_peer(&p, ps.get("tenant")?, ps.get("cvlan")?, b)
+                .await?,
+        ),
+    ))
+}
+async fn h_node_expire(State(a): S, p: Principal, ps: Params) -> ApiResult<Json<pb::Node>> {
+    Ok(Json(
+        a.svc
+            .expire_node(&p, ps.get("tenant")?, ps.get("id")?)
+            .await?,
+    ))
+}
 async fn h_addr_delete(State(a): S, p: Principal, ps: Params) -> ApiResult<StatusCode> {
     a.svc
         .delete_address(&p, ps.get("tenant")?, ps.get("cvlan")?, ps.get("id")?)
@@ -1052,6 +1074,60 @@ fn table() -> Vec<Op> {
             None,
             Out::None,
             delete(h_node_delete),
+        ),
+        op(
+            "POST",
+            format!("{t}/nodes/{{id}}/expire"),
+            "Expire a node now: it leaves every peer's map and must register again",
+            "nodes",
+            None,
+            Out::One("Node"),
+            post(h_node_expire),
+        ),
+        op(
+            "GET",
+            format!("{t}/external-peers"),
+            "List static external WireGuard peers",
+            "external-peers",
+            None,
+            Out::List("ExternalPeer"),
+            get(h_list::<pb::ExternalPeer>),
+        ),
+        op(
+            "POST",
+            format!("{t}/cvlans/{{cvlan}}/external-peers"),
+            "Add a static external WireGuard peer to a CVLAN",
+            "external-peers",
+            Some("ExternalPeer"),
+            Out::One("ExternalPeer"),
+            post(h_ext_create),
+        ),
+        op(
+            "GET",
+            format!("{t}/external-peers/{{id}}"),
+            "Get an external peer",
+            "external-peers",
+            None,
+            Out::One("ExternalPeer"),
+            get(h_get::<pb::ExternalPeer>),
+        ),
+        op(
+            "PATCH",
+            format!("{t}/external-peers/{{id}}"),
+            "Update an external peer",
+            "external-peers",
+            Some("ExternalPeer"),
+            Out::One("ExternalPeer"),
+            patch(h_update::<pb::ExternalPeer>),
+        ),
+        op(
+            "DELETE",
+            format!("{t}/external-peers/{{id}}"),
+            "Remove an external peer",
+            "external-peers",
+            None,
+            Out::None,
+            delete(h_delete::<pb::ExternalPeer>),
         ),
         op(
             "GET",

@@ -12,6 +12,8 @@ use crate::service::Service;
 pub const AUDIT_RETENTION: &str = "audit-retention";
 /// Expired session cleanup: hourly.
 pub const SESSION_GC: &str = "session-gc";
+/// Removal of ephemeral nodes that went away: every minute.
+pub const EPHEMERAL_GC: &str = "ephemeral-gc";
 const DAY: i64 = 86_400;
 
 /// Runs every due job once; returns the names of the jobs this process ran.
@@ -45,6 +47,22 @@ pub async fn run_due(svc: &Service, owner: &str) -> anyhow::Result<Vec<&'static 
             .finish_job(SESSION_GC, owner, 3600, &status)
             .await?;
         ran.push(SESSION_GC);
+    }
+    if svc.store.claim_job(EPHEMERAL_GC, owner, 600).await? == Claim::Run {
+        let inactive = Duration::from_secs(svc.config.ephemeral_inactivity_secs);
+        let status = match svc.gc_ephemeral(inactive).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(job = EPHEMERAL_GC, deleted = n, "ephemeral nodes removed");
+                }
+                format!("ok: deleted {n}")
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        svc.store
+            .finish_job(EPHEMERAL_GC, owner, 60, &status)
+            .await?;
+        ran.push(EPHEMERAL_GC);
     }
     Ok(ran)
 }

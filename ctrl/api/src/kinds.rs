@@ -491,7 +491,10 @@ impl Kind for pb::Node {
         check_wg_key("wgPublicKey", &self.wg_public_key)
     }
     fn extra(&self) -> Vec<(&'static str, Col)> {
-        vec![("cvlan_id", Col::Text(self.cvlan_id.clone()))]
+        vec![
+            ("cvlan_id", Col::Text(self.cvlan_id.clone())),
+            ("wg_key", Col::Text(self.wg_public_key.clone())),
+        ]
     }
 }
 
@@ -586,6 +589,95 @@ impl Kind for pb::Relay {
             region_id(c, &self.region_id).await?;
             Ok(())
         })
+    }
+}
+
+/// External peers are governed like nodes (same RBAC resource).
+impl Kind for pb::ExternalPeer {
+    const RES: Resource = Resource::Node;
+    const GLOBAL: bool = false;
+    const IMMUTABLE: &'static [&'static str] = &["cvlanId"];
+    fn on_create(&mut self, id: String, t: &str) {
+        self.id = id;
+        self.tenant_id = t.to_string();
+    }
+    fn check(&self) -> ApiResult<()> {
+        check_name("name", &self.name)?;
+        check_text("description", &self.description, 1024)?;
+        if self.wg_public_key.is_empty() {
+            return Err(ApiError::bad("wgPublicKey is required"));
+        }
+        check_wg_key("wgPublicKey", &self.wg_public_key)?;
+        if !self.endpoint.is_empty() && self.endpoint.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ApiError::bad(format!(
+                "endpoint must be ip:port (got {:?})",
+                truncate(&self.endpoint)
+            )));
+        }
+        if self.allowed_ips.is_empty() || self.allowed_ips.len() > 256 {
+            return Err(ApiError::bad("allowedIps needs 1 to 256 prefixes"));
+        }
+        for a in &self.allowed_ips {
+            check_cidr("allowedIps", a)?;
+        }
+        if self.persistent_keepalive_seconds > 3600 {
+            return Err(ApiError::bad(
+                "persistentKeepaliveSeconds must be at most 3600",
+            ));
+        }
+        if self.node_ids.len() > 1024 {
+            return Err(ApiError::bad("at most 1024 nodeIds"));
+        }
+        Ok(())
+    }
+    fn refs<'a>(&'a self, c: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            let scope = Scope::Tenant(&self.tenant_id);
+            let cv = exists::<pb::Cvlan>(c, scope, &self.cvlan_id).await?;
+            if cv.id != self.cvlan_id {
+                return Err(ApiError::bad("cvlanId must name the cvlan by id"));
+            }
+            let nodes: Vec<pb::Node> = entity::list_all::<pb::Node>(c, scope)
+                .await?
+                .into_iter()
+                .filter(|n| n.cvlan_id == cv.id)
+                .collect();
+            for id in &self.node_ids {
+                if !nodes.iter().any(|n| &n.id == id) {
+                    return Err(ApiError::bad(format!(
+                        "nodeIds: node {:?} is not in this cvlan",
+                        truncate(id)
+                    )));
+                }
+            }
+            let prefixes: Vec<IpNet> = self
+                .allowed_ips
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            for n in &nodes {
+                if n.wg_public_key == self.wg_public_key {
+                    return Err(ApiError::Conflict(format!(
+                        "wgPublicKey is already used by node {:?}",
+                        n.name
+                    )));
+                }
+                for a in [&n.ipv4, &n.ipv6] {
+                    if let Ok(ip) = a.parse::<std::net::IpAddr>()
+                        && let Some(p) = prefixes.iter().find(|p| p.contains(&ip))
+                    {
+                        return Err(ApiError::Conflict(format!(
+                            "allowedIps {p} covers the address of node {:?}",
+                            n.name
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+    fn extra(&self) -> Vec<(&'static str, Col)> {
+        vec![("cvlan_id", Col::Text(self.cvlan_id.clone()))]
     }
 }
 

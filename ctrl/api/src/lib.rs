@@ -5,11 +5,15 @@
 //! A shell crate: the pure parts (RBAC decisions, token claims, validation) are plain functions
 //! tested on their own; `http` and `grpc` only translate.
 
+pub mod ca;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod jobs;
 pub mod kinds;
+pub mod netmap;
+pub mod node_grpc;
+pub mod nodes;
 pub mod rbac;
 pub mod secrets;
 pub mod server;
@@ -56,4 +60,11 @@ pub async fn build_app(
         discovery_limit: throttle::RateLimit::new(50.0, 200.0),
         registration_limit: throttle::RateLimit::new(10.0, 50.0),
     }))
+}
+
+/// The node listener's router: NodeService over a fresh network-map hub (which runs until
+/// `stop` flips).
+pub fn node_router(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) -> axum::Router {
+    let hub = netmap::Hub::start(svc.clone(), stop);
+    node_grpc::routes(svc, hub)
 }

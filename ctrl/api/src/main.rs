@@ -75,6 +75,24 @@ struct Serve {
     /// Audit retention in days.
     #[arg(long, env = "CVLAN_AUDIT_RETENTION_DAYS")]
     audit_retention_days: Option<i64>,
+    /// Address of the node listener (agents: Register, Sync), TLS with the built-in CA
+    /// [default: 127.0.0.1:8443].
+    #[arg(long, env = "CVLAN_NODE_LISTEN")]
+    node_listen: Option<SocketAddr>,
+    /// Names (DNS or IP) agents use to reach the node listener, put in its certificate
+    /// (repeatable) [default: the listen address if specific, localhost, 127.0.0.1].
+    #[arg(
+        long = "node-tls-name",
+        env = "CVLAN_NODE_TLS_NAMES",
+        value_delimiter = ','
+    )]
+    node_tls_names: Vec<String>,
+    /// Do not serve the node listener.
+    #[arg(long, env = "CVLAN_NO_NODE_LISTENER")]
+    no_node_listener: bool,
+    /// Ephemeral nodes not seen for this many seconds are removed [default: 600].
+    #[arg(long, env = "CVLAN_EPHEMERAL_INACTIVITY_SECS")]
+    ephemeral_inactivity_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +134,12 @@ struct FileServe {
     #[serde(default)]
     advertise_session: Vec<String>,
     audit_retention_days: Option<i64>,
+    node_listen: Option<SocketAddr>,
+    #[serde(default)]
+    node_tls_names: Vec<String>,
+    #[serde(default)]
+    no_node_listener: bool,
+    ephemeral_inactivity_secs: Option<u64>,
 }
 
 impl From<FileServe> for Serve {
@@ -133,6 +157,10 @@ impl From<FileServe> for Serve {
             advertise_registration: f.advertise_registration,
             advertise_session: f.advertise_session,
             audit_retention_days: f.audit_retention_days,
+            node_listen: f.node_listen,
+            node_tls_names: f.node_tls_names,
+            no_node_listener: f.no_node_listener,
+            ephemeral_inactivity_secs: f.ephemeral_inactivity_secs,
         }
     }
 }
@@ -202,6 +230,16 @@ fn merge(flag: Serve, file: Serve) -> Serve {
             flag.advertise_session
         },
         audit_retention_days: flag.audit_retention_days.or(file.audit_retention_days),
+        node_listen: flag.node_listen.or(file.node_listen),
+        node_tls_names: if flag.node_tls_names.is_empty() {
+            file.node_tls_names
+        } else {
+            flag.node_tls_names
+        },
+        no_node_listener: flag.no_node_listener || file.no_node_listener,
+        ephemeral_inactivity_secs: flag
+            .ephemeral_inactivity_secs
+            .or(file.ephemeral_inactivity_secs),
     }
 }
 
@@ -273,6 +311,12 @@ async fn main() -> anyhow::Result<()> {
                 }
                 cfg.audit_retention_days = d;
             }
+            if let Some(d) = s.ephemeral_inactivity_secs {
+                if d < 10 {
+                    bail!("--ephemeral-inactivity-secs must be at least 10");
+                }
+                cfg.ephemeral_inactivity_secs = d;
+            }
             let app = cvlan_api::build_app(store.clone(), mode, cfg)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -308,10 +352,35 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!(%listen, ?mode, tls = tls.is_some(), database = %redact(&url), "cvlan-api serving");
             let router = cvlan_api::router(app.clone());
-            let srv = tokio::spawn(server::serve(listener, router, tls, stop_rx));
+            let srv = tokio::spawn(server::serve(listener, router, tls, stop_rx.clone()));
+            let nodes = if s.no_node_listener || mode == Mode::Discovery {
+                None
+            } else {
+                let addr = s
+                    .node_listen
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+                let mut names = s.node_tls_names.clone();
+                if names.is_empty() {
+                    if !addr.ip().is_unspecified() {
+                        names.push(addr.ip().to_string());
+                    }
+                    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+                    names.dedup();
+                }
+                let tls = app.svc.ca.server_config(&names)?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding node listener {addr}"))?;
+                tracing::info!(listen = %addr, names = ?names, ca_pin = %app.svc.ca.pin(), "node listener serving");
+                let r = cvlan_api::node_router(app.svc.clone(), stop_rx.clone());
+                Some(tokio::spawn(server::serve(l, r, Some(tls), stop_rx)))
+            };
             server::shutdown_signal().await;
             let _ = stop_tx.send(true);
             srv.await??;
+            if let Some(n) = nodes {
+                n.await??;
+            }
             let _ = jobs.await;
             store.close().await;
             tracing::info!("stopped");

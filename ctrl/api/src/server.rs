@@ -17,6 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+/// The client certificate chain a TLS connection presented (verified by rustls against the
+/// listener's client CA), as a request extension.
+#[derive(Clone, Debug)]
+pub struct PeerCerts(pub Vec<CertificateDer<'static>>);
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
     let term = async {
@@ -102,8 +107,16 @@ pub async fn serve(
                 tracing::debug!("TLS handshake failed or timed out");
                 return;
             };
+            let certs = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| PeerCerts(c.iter().map(|c| c.clone().into_owned()).collect()));
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(c) = &certs {
+                    req.extensions_mut().insert(c.clone());
+                }
                 app.clone().oneshot(req)
             });
             let builder = auto::Builder::new(TokioExecutor::new());

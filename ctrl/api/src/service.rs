@@ -37,7 +37,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    fn audit(&self, tenant_id: &str) -> AuditRecord {
+    pub(crate) fn audit(&self, tenant_id: &str) -> AuditRecord {
         AuditRecord {
             actor_id: self
                 .api_key_id
@@ -80,6 +80,8 @@ pub struct Config {
     pub session_ttl_secs: i64,
     /// Audit events older than this many days are deleted by the retention job.
     pub audit_retention_days: i64,
+    /// Ephemeral nodes not seen for this many seconds are removed.
+    pub ephemeral_inactivity_secs: u64,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
         Config {
             session_ttl_secs: 12 * 3600,
             audit_retention_days: 90,
+            ephemeral_inactivity_secs: 600,
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct Service {
     dummy_hash: String,
     /// Tunables.
     pub config: Config,
+    /// The node CA (client certificates for Sync, the node listener's server certificate).
+    pub ca: crate::ca::Ca,
 }
 
 /// Where a scoped operation happens: a tenant (by name or id) or the global space.
@@ -122,7 +127,9 @@ impl Service {
             ApiError::Internal(anyhow::anyhow!("stored signing key has wrong length"))
         })?;
         let dummy = secrets::random_token("");
+        let ca = crate::ca::Ca::load(&store).await?;
         Ok(Service {
+            ca,
             store,
             signing: SigningKey::from_bytes(&seed),
             changes: broadcast::channel(4096).0,
@@ -132,7 +139,7 @@ impl Service {
         })
     }
 
-    fn publish(&self, tenant_id: &str, kind: &'static str, id: &str, op: &'static str) {
+    pub(crate) fn publish(&self, tenant_id: &str, kind: &'static str, id: &str, op: &'static str) {
         metrics::counter!("cvlan_changes_total", "kind" => kind, "op" => op).increment(1);
         let _ = self.changes.send(Change {
             tenant_id: tenant_id.to_string(),
@@ -159,7 +166,7 @@ impl Service {
 
     /// Resolves a tenant by name or id and checks that `p` may `verb` `res` in it. Another
     /// tenant's name and an unknown name give the same 404.
-    async fn tenant(
+    pub(crate) async fn tenant(
         &self,
         c: &mut AnyConnection,
         p: &Principal,
@@ -1087,7 +1094,7 @@ impl Service {
             reusable: t.reusable,
             ephemeral: t.ephemeral,
             tags: t.tags.clone(),
-            ca: String::new(),
+            ca: self.ca.pin().to_string(),
         };
         t.created_at = Some(time::ts(now));
         t.token = tokens::sign(&self.signing, &claims);
@@ -1324,33 +1331,19 @@ impl Service {
     /// # Errors
     /// RBAC and not-found errors.
     pub async fn delete_node(&self, p: &Principal, tenant: &str, key: &str) -> ApiResult<()> {
-        let mut w = self.store.begin_write().await?;
+        let mut c = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?;
         let ten = self
-            .tenant(w.conn(), p, tenant, Resource::Node, Verb::Write)
+            .tenant(&mut c, p, tenant, Resource::Node, Verb::Write)
             .await?;
-        let n: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
-        entity::delete::<pb::Node>(w.conn(), &n.id).await?;
-        sqlx::query("DELETE FROM addresses WHERE tenant_id = $1 AND node_id = $2")
-            .bind(&ten.id)
-            .bind(&n.id)
-            .execute(w.conn())
+        let n: pb::Node = entity::get(&mut c, Scope::Tenant(&ten.id), key).await?;
+        drop(c);
+        self.remove_node(&ten.id, &n.id, &p.audit(&ten.id), "node.delete")
             .await
-            .map_err(cvlan_store::StoreError::from)?;
-        sqlx::query("UPDATE cvlans SET alloc_version = alloc_version + 1 WHERE id = $1")
-            .bind(&n.cvlan_id)
-            .execute(w.conn())
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
-        audit::insert(
-            w.conn(),
-            &p.audit(&ten.id)
-                .event("node.delete", "node", &n.id, json!({"name": n.name})),
-        )
-        .await?;
-        w.commit().await?;
-        self.store.ipam.invalidate(&n.cvlan_id);
-        self.publish(&ten.id, "node", &n.id, "delete");
-        Ok(())
     }
 
     // ---------- audit ----------

@@ -973,6 +973,7 @@ async fn the_retention_job_runs_once_across_replicas_and_deletes_only_old_events
             ran,
             [
                 cvlan_api::jobs::AUDIT_RETENTION,
+                cvlan_api::jobs::EPHEMERAL_GC,
                 cvlan_api::jobs::SESSION_GC
             ],
             "[{}] each job ran on exactly one replica",

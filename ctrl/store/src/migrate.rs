@@ -31,6 +31,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_jobs_keys.sql"),
         postgres: include_str!("../migrations/postgres/0002_jobs_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "nodes_external_peers",
+        sqlite: include_str!("../migrations/sqlite/0003_nodes_external_peers.sql"),
+        postgres: include_str!("../migrations/postgres/0003_nodes_external_peers.sql"),
+    },
 ];
 
 /// FNV-1a 64: enough to notice an edited migration file.
@@ -133,6 +139,7 @@ mod tests {
         let released = [
             ("fc8f3e940181f65c", "fc8f3e940181f65c"),
             ("5e5e871ed3715a29", "9c40b6f10dbdfcc1"),
+            ("349cb3bde7ddcc3c", "349cb3bde7ddcc3c"),
         ];
         for (i, (s, p)) in released.iter().enumerate() {
             assert_eq!(&sums[i].0, s, "sqlite migration {} changed", i + 1);

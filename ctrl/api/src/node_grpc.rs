@@ -1,0 +1,165 @@
+//! gRPC NodeService: what cvlan-agent talks to, on the node listener (TLS with the built-in
+//! CA's server certificate; client certificates required for everything but Register).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::connect_info::ConnectInfo;
+use cvlan_proto::v1::{
+    self as pb,
+    node_service_server::{NodeService, NodeServiceServer},
+};
+use cvlan_store::time;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::netmap::Hub;
+use crate::server::PeerCerts;
+use crate::service::Service;
+use crate::throttle::RateLimit;
+
+/// The NodeService implementation.
+pub struct NodeApi {
+    svc: Arc<Service>,
+    hub: Hub,
+    register_limit: RateLimit,
+}
+
+/// Routes of the node listener.
+pub fn routes(svc: Arc<Service>, hub: Hub) -> axum::Router {
+    tonic::service::Routes::new(NodeServiceServer::new(NodeApi {
+        svc,
+        hub,
+        register_limit: RateLimit::new(10.0, 50.0),
+    }))
+    .into_axum_router()
+}
+
+fn peer_addr<T>(r: &Request<T>) -> Option<SocketAddr> {
+    r.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| r.remote_addr())
+}
+
+/// The node a request's verified client certificate was issued to.
+fn node_identity<T>(r: &Request<T>) -> Result<String, Status> {
+    r.extensions()
+        .get::<PeerCerts>()
+        .and_then(|c| c.0.first())
+        .and_then(|c| crate::ca::node_id_of(c))
+        .ok_or_else(|| Status::unauthenticated("a node client certificate is required"))
+}
+
+fn status(e: ApiError) -> Status {
+    match e {
+        // A certificate for a node that no longer exists or has expired.
+        ApiError::NotFound(_) => Status::not_found("node is not registered (deleted?)"),
+        ApiError::Forbidden => Status::permission_denied("node has expired; register again"),
+        e => e.into(),
+    }
+}
+
+/// The Sync stream: forwards the hub's messages and detaches the session when dropped.
+pub struct SyncStream {
+    rx: mpsc::Receiver<Result<pb::SyncResponse, Status>>,
+    hub: Hub,
+    node_id: String,
+    conn: u64,
+}
+
+impl futures::Stream for SyncStream {
+    type Item = Result<pb::SyncResponse, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for SyncStream {
+    fn drop(&mut self) {
+        self.hub.disconnect(&self.node_id, self.conn);
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let src = peer_addr(&req)
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        self.register_limit.take(&src)?;
+        let out = self
+            .svc
+            .register_node(req.into_inner(), &src)
+            .await
+            .inspect_err(|e| tracing::info!(source = %src, error = %e, "registration refused"))?;
+        if let Some(n) = &out.node {
+            tracing::info!(node_id = %n.id, tenant_id = %n.tenant_id, cvlan_id = %n.cvlan_id, "node registered");
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let id = node_identity(&req)?;
+        let (pem, exp) = self
+            .svc
+            .renew_certificate(&id, &req.into_inner().csr_pem)
+            .await
+            .map_err(status)?;
+        let micros = exp
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Ok(Response::new(pb::RenewCertificateResponse {
+            certificate_pem: pem,
+            certificate_expires_at: Some(time::ts(micros)),
+        }))
+    }
+
+    type SyncStream = SyncStream;
+
+    async fn sync(
+        &self,
+        req: Request<pb::SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let id = node_identity(&req)?;
+        let node = self.svc.active_node(&id).await.map_err(status)?;
+        let since = req.into_inner().since_version;
+        let (tx, rx) = mpsc::channel(256);
+        let conn = self.hub.connect(node, since, tx);
+        let svc = self.svc.clone();
+        let nid = id.clone();
+        tokio::spawn(async move {
+            let _ = svc.touch_node(&nid, true).await;
+        });
+        tracing::debug!(node_id = %id, since, "node stream attached");
+        Ok(Response::new(SyncStream {
+            rx,
+            hub: self.hub.clone(),
+            node_id: id,
+            conn,
+        }))
+    }
+
+    async fn report_endpoints(
+        &self,
+        req: Request<pb::ReportEndpointsRequest>,
+    ) -> Result<Response<pb::ReportEndpointsResponse>, Status> {
+        let id = node_identity(&req)?;
+        let observed = peer_addr(&req);
+        self.svc
+            .report_endpoints(&id, req.into_inner().endpoints, observed)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReportEndpointsResponse {}))
+    }
+}
