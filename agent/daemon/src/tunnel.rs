@@ -282,7 +282,15 @@ mod kernel {
                 ("dropped_filtered", c.dropped_filtered),
                 ("dropped_no_peer", c.dropped_no_peer),
                 ("dropped_bad_source", c.dropped_bad_source),
+                ("dropped_no_endpoint", c.dropped_no_endpoint),
                 ("handshakes", c.handshakes),
+                ("handshakes_sent", c.handshakes_sent),
+                ("cookies_sent", c.cookies_sent),
+                ("rx_datagrams", c.rx_datagrams),
+                ("tx_datagrams", c.tx_datagrams),
+                ("tun_rx_packets", c.tun_rx_packets),
+                ("tun_tx_packets", c.tun_tx_packets),
+                ("io_errors", c.io_errors),
             ]
         }
 
