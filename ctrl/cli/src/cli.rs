@@ -105,6 +105,9 @@ pub enum Cmd {
     /// Address reservations in a CVLAN.
     #[command(subcommand)]
     Address(AddressCmd),
+    /// Static external WireGuard peers of a CVLAN.
+    #[command(subcommand, name = "external-peer")]
+    ExternalPeer(ExternalPeerCmd),
     /// The audit log of a tenant, or of everything without --tenant.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -428,6 +431,82 @@ pub enum NodeCmd {
         t: Tenant,
         /// Node name or id.
         node: String,
+    },
+    /// Expire a node now: it leaves every peer's map and must register again.
+    Expire {
+        #[command(flatten)]
+        t: Tenant,
+        /// Node name or id.
+        node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExternalPeerCmd {
+    /// List static external WireGuard peers of a tenant.
+    List {
+        #[command(flatten)]
+        t: Tenant,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show an external peer.
+    Get {
+        #[command(flatten)]
+        t: Tenant,
+        /// External peer name or id.
+        peer: String,
+    },
+    /// Add a plain WireGuard peer (site router, stock app) that a CVLAN's nodes tunnel to.
+    Create {
+        #[command(flatten)]
+        c: InCvlan,
+        /// Name (DNS label).
+        name: String,
+        /// Its base64 WireGuard public key.
+        #[arg(long)]
+        public_key: String,
+        /// Prefix routed to it and accepted from it (repeatable, at least one).
+        #[arg(long = "allowed-ip", value_name = "CIDR", required = true)]
+        allowed_ips: Vec<String>,
+        /// Its underlay ip:port (omit when it dials in).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Keepalive interval in seconds.
+        #[arg(long)]
+        keepalive: Option<u32>,
+        /// Only these nodes (ids) peer with it (repeatable; default every node of the CVLAN).
+        #[arg(long = "node", value_name = "NODE_ID")]
+        nodes: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Change an external peer's endpoint, allowed IPs, keepalive or nodes.
+    Update {
+        #[command(flatten)]
+        t: Tenant,
+        /// External peer name or id.
+        peer: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Replaces all allowed IPs (repeatable).
+        #[arg(long = "allowed-ip", value_name = "CIDR")]
+        allowed_ips: Vec<String>,
+        #[arg(long)]
+        keepalive: Option<u32>,
+        /// Replaces the node list (repeatable).
+        #[arg(long = "node", value_name = "NODE_ID")]
+        nodes: Vec<String>,
+        /// Peer with every node of the CVLAN again.
+        #[arg(long, conflicts_with = "nodes")]
+        all_nodes: bool,
+    },
+    /// Remove an external peer.
+    Delete {
+        #[command(flatten)]
+        t: Tenant,
+        /// External peer name or id.
+        peer: String,
     },
 }
 

@@ -4,8 +4,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{
-    AddressCmd, AuditCmd, AuditFilter, Cli, Cmd, CvlanCmd, ExportFormat, GroupCmd, NodeCmd, Output,
-    Paging, PolicyCmd, RegionCmd, RelayCmd, Secret, TenantCmd, TokenCmd, UserCmd, VrouterCmd,
+    AddressCmd, AuditCmd, AuditFilter, Cli, Cmd, CvlanCmd, ExportFormat, ExternalPeerCmd, GroupCmd,
+    NodeCmd, Output, Paging, PolicyCmd, RegionCmd, RelayCmd, Secret, TenantCmd, TokenCmd, UserCmd,
+    VrouterCmd,
 };
 use crate::client::Client;
 use crate::config;
@@ -164,6 +165,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Group(c) => group(&ctx, c).await,
         Cmd::Policy(c) => policy(&ctx, c).await,
         Cmd::Node(c) => node(&ctx, c).await,
+        Cmd::ExternalPeer(c) => external_peer(&ctx, c).await,
         Cmd::Token(c) => token_cmd(&ctx, c).await,
         Cmd::Vrouter(c) => vrouter(&ctx, c).await,
         Cmd::Region(c) => region(&ctx, c).await,
@@ -517,6 +519,76 @@ async fn node(ctx: &Ctx, c: NodeCmd) -> Result<()> {
         }
         NodeCmd::Delete { t, node } => {
             ctx.delete(N, &["tenants", &t.tenant, "nodes", &node], &node)
+                .await
+        }
+        NodeCmd::Expire { t, node } => {
+            ctx.create(
+                N,
+                &["tenants", &t.tenant, "nodes", &node, "expire"],
+                Value::Object(Default::default()),
+            )
+            .await
+        }
+    }
+}
+
+async fn external_peer(ctx: &Ctx, c: ExternalPeerCmd) -> Result<()> {
+    const N: Noun = Noun::ExternalPeer;
+    match c {
+        ExternalPeerCmd::List { t, paging } => {
+            ctx.list(N, &["tenants", &t.tenant, "external-peers"], &paging)
+                .await
+        }
+        ExternalPeerCmd::Get { t, peer } => {
+            ctx.get(N, &["tenants", &t.tenant, "external-peers", &peer])
+                .await
+        }
+        ExternalPeerCmd::Create {
+            c,
+            name,
+            public_key,
+            allowed_ips,
+            endpoint,
+            keepalive,
+            nodes,
+            description,
+        } => {
+            let body = Fields::default()
+                .set("name", name)
+                .set("wgPublicKey", public_key)
+                .list("allowedIps", strings(allowed_ips), false)
+                .opt("endpoint", endpoint)
+                .opt("persistentKeepaliveSeconds", keepalive)
+                .list("nodeIds", strings(nodes), false)
+                .opt("description", description)
+                .body();
+            ctx.create(
+                N,
+                &["tenants", &c.tenant, "cvlans", &c.cvlan, "external-peers"],
+                body,
+            )
+            .await
+        }
+        ExternalPeerCmd::Update {
+            t,
+            peer,
+            endpoint,
+            allowed_ips,
+            keepalive,
+            nodes,
+            all_nodes,
+        } => {
+            let body = Fields::default()
+                .opt("endpoint", endpoint)
+                .list("allowedIps", strings(allowed_ips), false)
+                .opt("persistentKeepaliveSeconds", keepalive)
+                .list("nodeIds", strings(nodes), all_nodes)
+                .patch("--endpoint, --allowed-ip, --keepalive, --node, --all-nodes")?;
+            ctx.update(N, &["tenants", &t.tenant, "external-peers", &peer], body)
+                .await
+        }
+        ExternalPeerCmd::Delete { t, peer } => {
+            ctx.delete(N, &["tenants", &t.tenant, "external-peers", &peer], &peer)
                 .await
         }
     }

@@ -21,6 +21,7 @@ pub enum Noun {
     Region,
     Relay,
     Address,
+    ExternalPeer,
     Audit,
 }
 
@@ -39,6 +40,7 @@ impl Noun {
             Noun::Region => "region",
             Noun::Relay => "relay",
             Noun::Address => "address",
+            Noun::ExternalPeer => "external peer",
             Noun::Audit => "audit event",
         }
     }
@@ -358,6 +360,14 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
             ("ADDRESS V6", |v| text(v, "addressV6")),
             ("NODE", |v| text(v, "nodeId")),
             ("DESCRIPTION", |v| text(v, "description")),
+            ("ID", |v| text(v, "id")),
+        ],
+        Noun::ExternalPeer => vec![
+            ("NAME", |v| text(v, "name")),
+            ("CVLAN", |v| text(v, "cvlanId")),
+            ("ENDPOINT", |v| text(v, "endpoint")),
+            ("ALLOWED IPS", |v| text(v, "allowedIps")),
+            ("PUBLIC KEY", |v| text(v, "wgPublicKey")),
             ("ID", |v| text(v, "id")),
         ],
         Noun::Audit if detail => vec![

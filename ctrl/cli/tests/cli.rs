@@ -635,6 +635,66 @@ fn admin_end_to_end(postgres: bool) {
         r.stdout
     );
 
+    // Static external WireGuard peers of a CVLAN.
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let r = admin.ok(&[
+        "external-peer",
+        "create",
+        "--tenant",
+        "acme",
+        "--cvlan",
+        "lab",
+        "site-a",
+        "--public-key",
+        key,
+        "--allowed-ip",
+        "192.168.50.0/24",
+        "--endpoint",
+        "192.0.2.9:51820",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        r.json()["allowedIps"],
+        serde_json::json!(["192.168.50.0/24"])
+    );
+    admin.fails(
+        &[
+            "external-peer",
+            "create",
+            "--tenant",
+            "acme",
+            "--cvlan",
+            "lab",
+            "site-b",
+            "--public-key",
+            key,
+            "--allowed-ip",
+            "192.168.50.7/24",
+        ],
+        "host bits",
+    );
+    admin.ok(&[
+        "external-peer",
+        "update",
+        "--tenant",
+        "acme",
+        "site-a",
+        "--allowed-ip",
+        "192.168.51.0/24",
+    ]);
+    let r = admin.ok(&["external-peer", "list", "--tenant", "acme"]);
+    assert!(
+        r.stdout.contains("site-a") && r.stdout.contains("192.168.51.0/24"),
+        "{}",
+        r.stdout
+    );
+    admin.ok(&["external-peer", "delete", "--tenant", "acme", "site-a"]);
+    admin.fails(
+        &["node", "expire", "--tenant", "acme", "no-such-node"],
+        "not found",
+    );
+
     // The audit log shows what was done, filtered, paged and exported.
     let r = admin.ok(&["audit", "list", "--tenant", "acme", "--output", "json"]);
     let actions: Vec<String> = items(&r.json())
