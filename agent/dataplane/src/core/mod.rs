@@ -565,6 +565,7 @@ impl Core {
             };
             let mut peer_of = [NO_PEER; MAX_BATCH];
             let mut last: Option<(IpAddr, u32)> = None;
+            let mut last_flow = None;
             c.tun_tx_packets += n as u64;
             for (i, slot) in peer_of.iter_mut().enumerate().take(n) {
                 let p = pkt(i);
@@ -572,8 +573,12 @@ impl Core {
                     c.dropped_malformed += 1;
                     continue;
                 };
-                if let Some(flow) = parsed.outbound_flow() {
+                // a GSO batch is mostly one flow: hash it once per run of packets
+                if let Some(flow) = parsed.outbound_flow()
+                    && last_flow != Some(flow)
+                {
                     self.flows.record(&flow, now_secs);
+                    last_flow = Some(flow);
                 }
                 let peer = match last {
                     Some((dst, peer)) if dst == parsed.dst => peer,

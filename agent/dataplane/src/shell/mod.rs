@@ -354,7 +354,7 @@ fn udp_to_tun(s: &Shared) {
     let mut tun = TunBatch::new(MAX_BATCH, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_LEN + TUN_BUF);
     let mut net = TxBatch::new(1 << 18);
     let mut sender = Sender::new();
-    let mut gro = GROTable::default();
+    let mut gro = GROTable::new();
     while !s.stop.load(Ordering::Relaxed) {
         let n = match receiver.recv(&s.udp, &mut rx) {
             Ok(n) => n,
