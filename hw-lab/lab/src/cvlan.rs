@@ -53,11 +53,14 @@ impl Binaries {
     }
 }
 
-/// The directories [`find_binary`] searches: `dir` if given, else the running executable's
-/// directory and its parent.
+/// The directories [`find_binary`] searches: `dir` if given, else `$CVLAN_BIN_DIR` if set,
+/// else the running executable's directory and its parent.
 pub fn search_dirs(dir: Option<&Path>) -> Vec<PathBuf> {
     if let Some(d) = dir {
         return vec![d.to_path_buf()];
+    }
+    if let Some(d) = std::env::var_os("CVLAN_BIN_DIR") {
+        return vec![PathBuf::from(d)];
     }
     let mut dirs = Vec::new();
     if let Ok(exe) = std::env::current_exe()
