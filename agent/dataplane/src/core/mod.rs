@@ -810,7 +810,9 @@ impl Core {
         let Some(ep) = st.endpoint else { return };
         // bounded: boringtun's queue holds at most 256 packets
         for _ in 0..512 {
-            let Some(spare) = net.spare(encap_room(1500)) else {
+            // a queued packet can be as large as a TUN read (boringtun panics if it does
+            // not fit)
+            let Some(spare) = net.spare(encap_room(u16::MAX as usize)) else {
                 return;
             };
             match st.tunn.decapsulate(None, &[], spare) {

@@ -23,6 +23,12 @@ const TICK: Duration = Duration::from_millis(100);
 /// Largest packet the TUN hands us in one read (a GSO super-packet) and per segment buffer.
 const TUN_BUF: usize = 65_536;
 
+/// Offloads turned off through `CVLAN_DP_DISABLE` (comma-separated: `tun-offload`,
+/// `udp-gso`, `udp-gro`), for measuring what each one brings and for kernels that misbehave.
+pub(crate) fn disabled(what: &str) -> bool {
+    std::env::var("CVLAN_DP_DISABLE").is_ok_and(|v| v.split(',').any(|w| w.trim() == what))
+}
+
 enum Ctl {
     /// Make the TUN's extra routes exactly these; reply when done.
     Routes(Vec<IpNet>, mpsc::Sender<()>),
@@ -69,10 +75,10 @@ impl Dataplane {
         let (tun, offload) = match DeviceBuilder::new()
             .name(&cfg.tun_name)
             .mtu(cfg.mtu)
-            .offload(true)
+            .offload(!disabled("tun-offload"))
             .build_sync()
         {
-            Ok(t) => (t, true),
+            Ok(t) => (t, !disabled("tun-offload")),
             Err(e) => {
                 tracing::warn!(error = %e, "TUN with offloads failed; trying without");
                 let t = DeviceBuilder::new()
@@ -91,6 +97,7 @@ impl Dataplane {
             listen_port,
             offload,
             udp_gro = udp.gro(),
+            udp_gso = udp.gso(),
             "data plane starting"
         );
 
@@ -352,7 +359,8 @@ fn udp_to_tun(s: &Shared) {
     };
     let mut receiver = Receiver::new();
     let mut tun = TunBatch::new(MAX_BATCH, VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_LEN + TUN_BUF);
-    let mut net = TxBatch::new(1 << 18);
+    // room for replies plus the packets boringtun queued during a handshake
+    let mut net = TxBatch::new(1 << 20);
     let mut sender = Sender::new();
     let mut gro = GROTable::new();
     while !s.stop.load(Ordering::Relaxed) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::disabled;
 use crate::core::{RxBatch, RxItem, TxBatch, canonical};
 
 const SOL_UDP: libc::c_int = 17;
@@ -89,14 +90,19 @@ impl Udp {
         if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20).is_err() {
             let _ = sock.set_send_buffer_size(8 << 20);
         }
-        let gro = setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok();
+        let gro = !disabled("udp-gro") && setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok();
         sock.set_read_timeout(Some(tick))?;
         Ok(Self {
             sock,
             dual_stack,
-            gso: AtomicBool::new(true),
+            gso: AtomicBool::new(!disabled("udp-gso")),
             gro,
         })
+    }
+
+    /// Whether `UDP_SEGMENT` sends are in use.
+    pub fn gso(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
     }
 
     /// Whether the kernel accepted `UDP_GRO`.
