@@ -261,3 +261,32 @@ fn a_packet_from_outside_the_peers_allowed_ips_is_dropped_as_bad_source() {
     let c = m.db.counters();
     assert!(c.dropped_bad_source >= 1, "{c:?}");
 }
+
+#[test]
+fn peers_reach_each_other_over_an_ipv6_underlay() {
+    let pair = Pair::new();
+    let (pa, ka) = key_pair(21);
+    let (pb, kb) = key_pair(22);
+    let da = start(&pair.a, pa, 0, &["10.77.0.1/24"]);
+    let db = start(&pair.b, pb, 0, &["10.77.0.2/24"]);
+    da.set_filter(allow_all());
+    db.set_filter(allow_all());
+    // only a knows b's endpoint; b learns a's from the handshake (kernel-picked ports)
+    da.set_peers(vec![peer(
+        kb,
+        "b",
+        &format!("[fd77::2]:{}", db.listen_port()),
+        &["10.77.0.2/32"],
+    )]);
+    let mut to_a = peer(ka, "a", "[fd77::1]:1", &["10.77.0.1/32"]);
+    to_a.endpoint = None;
+    db.set_peers(vec![to_a]);
+    assert_ne!(da.listen_port(), 0);
+    assert!(pair.a.ping("10.77.0.2"));
+    assert!(pair.b.ping("10.77.0.1"));
+    let learned = db.peer_stats()[0].endpoint.expect("b learned a's endpoint");
+    assert_eq!(
+        learned,
+        format!("[fd77::1]:{}", da.listen_port()).parse().unwrap()
+    );
+}
