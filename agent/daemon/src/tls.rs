@@ -336,7 +336,10 @@ pub async fn channel(
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    Endpoint::from_shared(url.to_string())?
+    // The connector does TLS itself; tonic sees a plain-HTTP URI so it never tries its own
+    // (a tonic built with a TLS feature refuses https URIs on custom connectors).
+    let plain = url.to_string().replacen("https://", "http://", 1);
+    Endpoint::from_shared(plain)?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
