@@ -16,9 +16,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (SQLite + PostgreSQL)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The end-to-end tests (hw-lab/lab/tests/e2e.rs) run the real binaries from the target dir.
+cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee "$log"
 echo "== benchmark smoke runs"
 cargo run -q -p cvlan-bench -- ipam --quick --clients 50
 cargo run -q -p cvlan-bench -- fastpath --quick
+cargo run -q -p cvlan-bench -- wg --quick
 echo "== summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

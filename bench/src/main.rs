@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod fastpath;
 mod ipam;
 mod policy;
+mod wg;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,9 @@ enum Cmd {
     Ipam(ipam::Args),
     /// Gateway fast path: wg-decrypt → acl → route → wg-encrypt on one core, vs the AEAD limit and boringtun.
     Fastpath(fastpath::Args),
+    /// TCP throughput between two lab namespaces: raw veth, wireguard-go, boringtun-cli,
+    /// cvlan-wg and cvlan agents side by side (root; iperf3, wg).
+    Wg(wg::Args),
     /// Policy compiler: compile time for every node's filter; Matcher::decide vs the linear Filter::evaluate.
     Policy(policy::Args),
 }
@@ -33,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Ipam(a) => ipam::run(a),
         Cmd::Fastpath(a) => fastpath::run(a),
+        Cmd::Wg(a) => wg::run(a),
         Cmd::Policy(a) => policy::run(a),
     }
 }
