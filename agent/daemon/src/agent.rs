@@ -189,7 +189,8 @@ impl Agent {
             }
         };
         if wants {
-            tracing::info!(node = %name, "resuming the stored registration");
+            tracing::info!("resuming the stored registration");
+            tracing::debug!(node = %name, "stored node");
             self.start_running().await;
         }
     }
@@ -794,7 +795,8 @@ impl Agent {
             .clone()
             .filter(|h| !h.trim().is_empty())
             .unwrap_or_else(system_hostname);
-        tracing::info!(server = %url, %hostname, "registering");
+        tracing::info!(server = %url, "registering");
+        tracing::debug!(%hostname, "registering as");
         let call = async {
             let ch = tls::channel(&url, Arc::new(cfg)).await.map_err(|e| {
                 IpcError::new(
@@ -905,7 +907,7 @@ impl Agent {
             i.public_key = Some(wg.public_base64());
             i.last_error = None;
         }
-        tracing::info!(node_id = %reg.node_id, name = %reg.name, "registered");
+        tracing::info!(node_id = %reg.node_id, "registered");
         self.bump();
         Ok(reg)
     }

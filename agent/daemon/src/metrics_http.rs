@@ -60,3 +60,47 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_scrape_renders_the_recorder_after_refreshing_and_other_paths_are_404() {
+        let rec = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = rec.handle();
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = counter.clone();
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let srv = tokio::spawn(async move {
+            metrics::with_local_recorder(&rec, || {
+                metrics::gauge!("cvlan_agent_peers").set(3.0);
+            });
+            serve(
+                l,
+                handle,
+                Arc::new(move || {
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }),
+            )
+            .await;
+        });
+        let body = get(addr, "/metrics").await;
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("cvlan_agent_peers 3"), "{body}");
+        assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        srv.abort();
+    }
+}
