@@ -135,7 +135,7 @@ struct Tunnel {
 }
 
 enum Setup {
-    Up(Tunnel),
+    Up(Box<Tunnel>),
     Skipped(String),
 }
 
@@ -171,12 +171,12 @@ pub fn run(args: Args) -> Result<()> {
     for &imp in &impls {
         eprintln!("== {}", imp.label());
         let setup = match imp {
-            Impl::Raw => Ok(Setup::Up(Tunnel {
+            Impl::Raw => Ok(Setup::Up(Box::new(Tunnel {
                 _procs: Vec::new(),
                 _agents: Vec::new(),
                 _control: None,
                 dst: IpAddr::V4(b.ipv4()),
-            })),
+            }))),
             Impl::WireguardGo => uapi_pair(&lab, &a, &b, Uapi::WireguardGo(&args.wireguard_go)),
             Impl::Boringtun => uapi_pair(&lab, &a, &b, Uapi::Boringtun(&args.boringtun)),
             Impl::CvlanWg => cvlan_wg_pair(&a, &b, args.bin_dir.as_deref()),
@@ -496,12 +496,12 @@ fn uapi_pair(lab: &Lab, a: &Host, b: &Host, imp: Uapi<'_>) -> Result<Setup> {
         host.run_ok(["ip", "link", "set", &ifname, "mtu", "1420", "up"])?;
     }
     let _ = lab;
-    Ok(Setup::Up(Tunnel {
+    Ok(Setup::Up(Box::new(Tunnel {
         _procs: procs,
         _agents: Vec::new(),
         _control: None,
         dst: IpAddr::V4(OVERLAY_B),
-    }))
+    })))
 }
 
 /// The data plane's static binary, when the build has one.
@@ -546,12 +546,12 @@ fn cvlan_wg_pair(a: &Host, b: &Host, bin_dir: Option<&Path>) -> Result<Setup> {
             Err(e) => bail!("{e}: {}", p.log()),
         }
     }
-    Ok(Setup::Up(Tunnel {
+    Ok(Setup::Up(Box::new(Tunnel {
         _procs: procs,
         _agents: Vec::new(),
         _control: None,
         dst: IpAddr::V4(OVERLAY_B),
-    }))
+    })))
 }
 
 /// Two agents joined through a control plane in a third host, with an allow-all policy.
@@ -597,12 +597,12 @@ fn agents_pair(lab: &Lab, a: &Host, b: &Host, bin_dir: Option<&Path>) -> Result<
     if let Err(e) = names {
         bail!("{e}; agent a log:\n{}", agents[0].log());
     }
-    Ok(Setup::Up(Tunnel {
+    Ok(Setup::Up(Box::new(Tunnel {
         _procs: Vec::new(),
         _agents: agents,
         _control: Some(cp),
         dst: IpAddr::V4(dst),
-    }))
+    })))
 }
 
 fn genkey() -> Result<String> {
