@@ -114,6 +114,9 @@ struct Inner {
     control: Option<ControlTask>,
     connected: bool,
     last_error: Option<String>,
+    /// Why the data plane did not start (kept apart from control errors, which a successful
+    /// connection clears).
+    dp_error: Option<String>,
     last_update: Option<SystemTime>,
     public_key: Option<String>,
 }
@@ -239,7 +242,11 @@ impl Agent {
     }
 
     async fn teardown_dataplane(&self) {
-        let dp = self.lock().dp.take();
+        let dp = {
+            let mut i = self.lock();
+            i.dp_error = None;
+            i.dp.take()
+        };
         if let Some(dp) = dp {
             let _ = tokio::task::spawn_blocking(move || dp.shutdown()).await;
             tracing::info!("tunnels down");
@@ -296,11 +303,13 @@ impl Agent {
             Ok(Ok(dp)) => dp,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "data plane failed to start");
-                self.record_error(format!("data plane failed to start: {e}"));
+                self.lock().dp_error = Some(format!("data plane failed to start: {e}"));
+                self.bump();
                 return;
             }
             Err(e) => {
-                self.record_error(format!("data plane failed to start: {e}"));
+                self.lock().dp_error = Some(format!("data plane failed to start: {e}"));
+                self.bump();
                 return;
             }
         };
@@ -310,7 +319,7 @@ impl Agent {
             dp.set_peers(i.map.peer_configs());
             dp.set_filter(i.map.filter());
             i.dp = Some(dp);
-            i.last_error = None;
+            i.dp_error = None;
             match i.reg.as_mut() {
                 Some(r) if r.listen_port != port => {
                     r.listen_port = port;
@@ -752,6 +761,9 @@ impl Agent {
                 if i.map.has_snapshot() && i.dp.is_some() {
                     return Ok(None);
                 }
+                if let Some(e) = &i.dp_error {
+                    return Err(IpcError::new(ErrorCode::Internal, e.clone()));
+                }
             }
             if tokio::time::timeout_at(deadline, rx.changed())
                 .await
@@ -1004,7 +1016,7 @@ impl Agent {
                 .as_ref()
                 .and_then(|r| r.logged_out.clone())
                 .unwrap_or_default(),
-            AgentState::Starting => match &err {
+            AgentState::Starting => match i.dp_error.as_ref().or(err.as_ref()) {
                 Some(e) => format!("connecting: {e}"),
                 None => "connecting to the control plane".into(),
             },

@@ -734,3 +734,45 @@ async fn a_short_lived_certificate_is_renewed_over_mtls_and_down_up_logout_work(
     let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+struct NoTun;
+
+impl cvlan_agent::tunnel::TunnelFactory for NoTun {
+    fn start(
+        &self,
+        _: cvlan_agent::tunnel::TunnelConfig,
+    ) -> Result<Box<dyn cvlan_agent::tunnel::Tunnels>, cvlan_agent::tunnel::TunnelError> {
+        Err(cvlan_agent::tunnel::TunnelError(
+            "TUN device: Operation not permitted".into(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_fails_clearly_when_the_data_plane_cannot_start() {
+    let srv = Server {
+        ca: Arc::new(Ca::new()),
+        script: Arc::default(),
+    };
+    let running = serve(srv.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = TempDir::new("notun");
+    let mut cfg = AgentConfig::new(&dir.0);
+    cfg.first_map_timeout = Duration::from_secs(10);
+    let a = Agent::new(cfg, Arc::new(NoTun)).unwrap();
+    let e = a
+        .up(up(running.addr, srv.ca.token()))
+        .await
+        .expect_err("no data plane");
+    assert!(
+        e.message.contains("data plane failed to start") && e.message.contains("not permitted"),
+        "{e}"
+    );
+    let st = a.status();
+    assert_eq!(st.state, AgentState::Starting);
+    assert!(
+        st.message.contains("data plane failed to start"),
+        "{}",
+        st.message
+    );
+    a.shutdown().await;
+}
