@@ -23,5 +23,7 @@ echo "== benchmark smoke runs"
 cargo run -q -p cvlan-bench -- ipam --quick --clients 50
 cargo run -q -p cvlan-bench -- fastpath --quick
 cargo run -q -p cvlan-bench -- wg --quick
+cargo run -q -p cvlan-bench -- policy --quick
+cargo run -q -p cvlan-bench -- netmap --quick
 echo "== summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

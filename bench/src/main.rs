@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod fastpath;
 mod ipam;
+mod netmap;
 mod policy;
 mod wg;
 
@@ -30,6 +31,8 @@ enum Cmd {
     Wg(wg::Args),
     /// Policy compiler: compile time for every node's filter; Matcher::decide vs the linear Filter::evaluate.
     Policy(policy::Args),
+    /// Network-map hub: time from one change to every connected node's delta, vs rebuilding every map.
+    Netmap(netmap::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fastpath(a) => fastpath::run(a),
         Cmd::Wg(a) => wg::run(a),
         Cmd::Policy(a) => policy::run(a),
+        Cmd::Netmap(a) => netmap::run(a),
     }
 }

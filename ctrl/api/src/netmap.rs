@@ -631,10 +631,6 @@ impl Task {
             Cmd::Disconnect { node_id, conn } => {
                 if self.sessions.get(&node_id).is_some_and(|s| s.conn == conn) {
                     self.end(&node_id, None);
-                    let svc = self.svc.clone();
-                    tokio::spawn(async move {
-                        let _ = svc.touch_node(&node_id, false).await;
-                    });
                 }
             }
             Cmd::Stats { reply } => {
@@ -651,13 +647,21 @@ impl Task {
             let w = self.load_world(&node.tenant_id).await?;
             self.worlds.insert(node.tenant_id.clone(), w);
         }
+        // Re-read inside the hub: a delete or expiry handled since the caller's read must win.
+        let id = node.id.clone();
+        let fresh = reload::<pb::Node>(&self.svc, &node.tenant_id, &id).await?;
+        let now = time::now_micros();
+        let Some(node) = fresh else {
+            return Err(ApiError::NotFound("node"));
+        };
+        if expired(&node, now) {
+            return Err(ApiError::Forbidden);
+        }
         let Some(w) = self.worlds.get_mut(&node.tenant_id) else {
             return Err(ApiError::NotFound("tenant"));
         };
-        // The freshest copy of the node is what the caller just read.
-        let id = node.id.clone();
+        w.expired.remove(&id);
         w.put_node(Some(node.clone()), &id);
-        let now = time::now_micros();
         let mut state = State::build(w, &node, now);
         self.stats.filters_compiled += 1;
         self.version += 1;
@@ -697,6 +701,12 @@ impl Task {
         let Some(s) = self.sessions.remove(node_id) else {
             return;
         };
+        // Presence: offline (a deleted node's row is gone; that error is expected).
+        let svc = self.svc.clone();
+        let nid = node_id.to_string();
+        tokio::spawn(async move {
+            let _ = svc.touch_node(&nid, false).await;
+        });
         match why {
             Some(st) => {
                 let _ = s.out.try_send(Err(st));
@@ -738,8 +748,10 @@ impl Task {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(node_id, "node is not reading its map stream; dropping it");
-                self.sessions.remove(node_id);
-                self.parked.remove(node_id);
+                self.end(
+                    node_id,
+                    Some(Status::resource_exhausted("map stream not read; reconnect")),
+                );
             }
             Err(mpsc::error::TrySendError::Closed(_)) => self.end(node_id, None),
         }
@@ -754,6 +766,15 @@ impl Task {
     }
 
     async fn change(&mut self, ch: &Change) {
+        // Tenants are global objects: their id is the change's id. Their nodes go by cascade,
+        // without node events.
+        if ch.kind == "tenant" && ch.op == "delete" {
+            for id in self.sessions_in(&ch.id, None) {
+                self.end(&id, Some(Status::not_found("tenant was deleted")));
+            }
+            self.worlds.remove(&ch.id);
+            return;
+        }
         if !self.worlds.contains_key(&ch.tenant_id) {
             return;
         }
@@ -775,12 +796,6 @@ impl Task {
                 // DNS search domain follows the CVLAN's name.
                 self.refresh(&ch.tenant_id, Some(&ch.id), false, BTreeMap::new());
                 r
-            }
-            "tenant" if ch.op == "delete" => {
-                for id in self.sessions_in(&ch.tenant_id, None) {
-                    self.end(&id, Some(Status::not_found("tenant was deleted")));
-                }
-                Ok(())
             }
             _ => Ok(()),
         };
@@ -817,10 +832,13 @@ impl Task {
             return Ok(());
         };
         let old = w.nodes.get(id).cloned();
-        if let Some(n) = &new
-            && expired(n, now)
-        {
-            w.expired.insert(n.id.clone());
+        match &new {
+            Some(n) if expired(n, now) => {
+                w.expired.insert(n.id.clone());
+            }
+            _ => {
+                w.expired.remove(id);
+            }
         }
         w.put_node(new.clone(), id);
         self.apply_node(tenant, id, old, new, now);
@@ -841,8 +859,16 @@ impl Task {
             n.as_ref()
                 .filter(|n| !expired(n, now) && !n.wg_public_key.is_empty())
         }
-        let filter_key =
-            |n: Option<&pb::Node>| n.map(|n| (n.ipv4.clone(), n.ipv6.clone(), n.tags.clone()));
+        let filter_key = |n: Option<&pb::Node>| {
+            n.map(|n| {
+                (
+                    n.ipv4.clone(),
+                    n.ipv6.clone(),
+                    n.tags.clone(),
+                    n.name.clone(),
+                )
+            })
+        };
         let filters_change = filter_key(live(&old, now)) != filter_key(live(&new, now));
         match &new {
             None => self.end(id, Some(Status::not_found("node was deleted"))),

@@ -26,6 +26,8 @@ pub struct NodeApi {
     svc: Arc<Service>,
     hub: Hub,
     register_limit: RateLimit,
+    /// Per node id: Sync and ReportEndpoints each cost a write and work for the whole CVLAN.
+    node_limit: RateLimit,
 }
 
 /// Routes of the node listener.
@@ -34,6 +36,7 @@ pub fn routes(svc: Arc<Service>, hub: Hub) -> axum::Router {
         svc,
         hub,
         register_limit: RateLimit::new(10.0, 50.0),
+        node_limit: RateLimit::new(1.0, 20.0),
     }))
     .into_axum_router()
 }
@@ -132,6 +135,7 @@ impl NodeService for NodeApi {
         req: Request<pb::SyncRequest>,
     ) -> Result<Response<Self::SyncStream>, Status> {
         let id = node_identity(&req)?;
+        self.node_limit.take(&id)?;
         let node = self.svc.active_node(&id).await.map_err(status)?;
         let since = req.into_inner().since_version;
         let (tx, rx) = mpsc::channel(256);
@@ -155,6 +159,7 @@ impl NodeService for NodeApi {
         req: Request<pb::ReportEndpointsRequest>,
     ) -> Result<Response<pb::ReportEndpointsResponse>, Status> {
         let id = node_identity(&req)?;
+        self.node_limit.take(&id)?;
         let observed = peer_addr(&req);
         self.svc
             .report_endpoints(&id, req.into_inner().endpoints, observed)

@@ -65,6 +65,24 @@ fn wg_key_ok(s: &str) -> bool {
         .is_ok_and(|b| b.len() == 32)
 }
 
+/// Read-modify-write of a node body: on PostgreSQL the row is locked first so concurrent writers
+/// (presence, endpoints, expiry, admin edits) cannot overwrite each other's fields; SQLite's
+/// single writer already serialises them.
+async fn lock_node(
+    store: &cvlan_store::Store,
+    w: &mut cvlan_store::WriteTx,
+    node_id: &str,
+) -> ApiResult<()> {
+    if store.backend() == cvlan_store::Backend::Postgres {
+        sqlx::query("SELECT id FROM nodes WHERE id = $1 FOR UPDATE")
+            .bind(node_id)
+            .execute(w.conn())
+            .await
+            .map_err(store_err)?;
+    }
+    Ok(())
+}
+
 /// Whether a node has been expired (by an admin or by its key expiry).
 pub fn expired(n: &pb::Node, now_micros: i64) -> bool {
     n.expires_at
@@ -186,6 +204,16 @@ impl Service {
                 .to_string(),
             ));
         }
+        let externals: Vec<pb::ExternalPeer> =
+            entity::list_all(w.conn(), Scope::Tenant(&claims.tenant)).await?;
+        if externals
+            .iter()
+            .any(|e| e.wg_public_key == req.wg_public_key)
+        {
+            return Err(ApiError::Conflict(
+                "this WireGuard key is already registered".into(),
+            ));
+        }
         let base = node_name(&req.hostname);
         let mut name = base.clone();
         for i in 2..1000 {
@@ -290,6 +318,7 @@ impl Service {
             .await
             .map_err(store_err)?;
         let tid = tid.ok_or(ApiError::NotFound("node"))?;
+        lock_node(&self.store, &mut w, node_id).await?;
         let mut n: pb::Node = entity::get(w.conn(), Scope::Tenant(&tid), node_id).await?;
         if !f(&mut n) {
             return Ok(None);
@@ -313,6 +342,7 @@ impl Service {
         if reported.len() > 32 {
             return Err(ApiError::bad("at most 32 endpoints"));
         }
+        self.active_node(node_id).await?;
         let mut eps: Vec<pb::Endpoint> = Vec::new();
         for e in reported {
             let a: SocketAddr = e
@@ -390,7 +420,9 @@ impl Service {
         let ten = self
             .tenant(w.conn(), p, tenant, Resource::Node, Verb::Write)
             .await?;
-        let mut n: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
+        let found: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
+        lock_node(&self.store, &mut w, &found.id).await?;
+        let mut n: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), &found.id).await?;
         n.expires_at = Some(time::ts(time::now_micros()));
         n.online = false;
         entity::update(w.conn(), &n).await?;

@@ -88,6 +88,8 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections so the set holds live ones only.
+        while tasks.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
