@@ -114,7 +114,7 @@ export function LoginPage() {
             Single sign-on failed: {ssoError}
           </p>
         )}
-        <form onSubmit={submit} aria-label="Sign in with email and password">
+        <form onSubmit={submit}>
           <div className="field">
             <label htmlFor="email">Email</label>
             <input id="email" type="email" autoComplete="username" required value={email} onChange={(e) => setEmail(e.target.value)} />

@@ -90,11 +90,13 @@ function SelectorList({
   items,
   onChange,
   names,
+  readOnly,
 }: {
   title: string;
   items: SelectorForm[];
   onChange: (items: SelectorForm[]) => void;
   names: ReturnType<typeof useSelectorNames>;
+  readOnly: boolean;
 }) {
   const label = title === "Sources" ? "Source" : "Destination";
   return (
@@ -106,14 +108,16 @@ function SelectorList({
           s={s}
           label={label}
           names={names}
-          canRemove={items.length > 1}
+          canRemove={!readOnly && items.length > 1}
           onChange={(n) => onChange(items.map((x, j) => (j === i ? n : x)))}
           onRemove={() => onChange(items.filter((_, j) => j !== i))}
         />
       ))}
-      <button type="button" className="small link" onClick={() => onChange([...items, anySelector()])}>
-        + add {label.toLowerCase()}
-      </button>
+      {!readOnly && (
+        <button type="button" className="small link" onClick={() => onChange([...items, anySelector()])}>
+          + add {label.toLowerCase()}
+        </button>
+      )}
     </div>
   );
 }
@@ -127,7 +131,9 @@ function RuleEditor({
   onRemove,
   names,
   highlight,
+  readOnly,
 }: {
+  readOnly: boolean;
   index: number;
   rule: RuleForm;
   count: number;
@@ -141,8 +147,8 @@ function RuleEditor({
     <fieldset className={highlight ? "rule highlight" : "rule"} aria-label={`Rule ${index + 1}`}>
       <legend>Rule {index + 1}</legend>
       <div className="rule-grid">
-        <SelectorList title="Sources" items={rule.sources} names={names} onChange={(sources) => onChange({ ...rule, sources })} />
-        <SelectorList title="Destinations" items={rule.destinations} names={names} onChange={(destinations) => onChange({ ...rule, destinations })} />
+        <SelectorList title="Sources" readOnly={readOnly} items={rule.sources} names={names} onChange={(sources) => onChange({ ...rule, sources })} />
+        <SelectorList title="Destinations" readOnly={readOnly} items={rule.destinations} names={names} onChange={(destinations) => onChange({ ...rule, destinations })} />
         <div className="rule-side">
           <label>
             <span className="sub-title">Protocol</span>
@@ -177,7 +183,7 @@ function RuleEditor({
           </div>
         </div>
       </div>
-      <div className="rule-actions">
+      {!readOnly && <div className="rule-actions">
         <button type="button" className="small" disabled={index === 0} onClick={() => onMove(-1)} aria-label={`Move rule ${index + 1} up`}>
           ↑
         </button>
@@ -187,7 +193,7 @@ function RuleEditor({
         <button type="button" className="small danger" onClick={onRemove}>
           Remove rule
         </button>
-      </div>
+      </div>}
     </fieldset>
   );
 }
@@ -289,6 +295,7 @@ function PolicyEditor({ policyId, initial, title }: { policyId: string | undefin
               count={form.rules.length}
               names={names}
               highlight={error?.rule === i}
+              readOnly={!canWrite}
               onChange={(n) => setRule(i, n)}
               onMove={(d) => move(i, d)}
               onRemove={() => setForm({ ...form, rules: form.rules.filter((_, j) => j !== i) })}
