@@ -47,7 +47,14 @@ function steps(t) {
     });
 }
 
-const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), type: "png" });
+/** A 1280×800 screenshot without the toasts of earlier steps (hidden, not removed: React owns them). */
+async function shot(page, name) {
+  const toasts = (v) => page.evaluate((v) => document.querySelector(".toasts")?.style.setProperty("visibility", v), v);
+  await toasts("hidden");
+  await page.mouse.move(0, 0);
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), type: "png" });
+  await toasts("visible");
+}
 
 async function signIn(page, who) {
   await page.goto(`${cp.url}/`);

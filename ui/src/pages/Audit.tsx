@@ -9,6 +9,15 @@ import { useOptionalTenant } from "../tenant";
 
 const PAGE = 50;
 
+/** Ids are long; the first block tells rows apart and the full id is in the tooltip and filter. */
+export const shortId = (id?: string) => (id && id.length > 13 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id ?? "");
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const shortTime = (iso: string) => {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : timeFormat.format(d);
+};
+
 function Summary({ text }: { text?: string }) {
   if (!text) return <span className="muted">—</span>;
   let pretty = text;
@@ -102,8 +111,8 @@ export function AuditPage() {
           {
             header: "Time",
             cell: (e) => (
-              <time dateTime={e.time} className="nowrap">
-                {e.time ? new Date(e.time).toLocaleString() : "—"}
+              <time dateTime={e.time} className="nowrap" title={e.time}>
+                {e.time ? shortTime(e.time) : "—"}
               </time>
             ),
           },
@@ -132,7 +141,7 @@ export function AuditPage() {
                 title="Only this target"
                 onClick={() => filterBy({ targetType: e.targetType ?? "", targetId: e.targetId ?? "" })}
               >
-                {e.targetType} <Mono>{e.targetId}</Mono>
+                {e.targetType} <Mono title={e.targetId}>{shortId(e.targetId)}</Mono>
               </button>
             ),
           },

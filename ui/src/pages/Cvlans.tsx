@@ -26,7 +26,7 @@ export function CvlansPage() {
 
   return (
     <>
-      <PageHeader title="CVLANs" subtitle={`Overlay networks of ${t.tenant.displayName || t.name}. Nodes of one CVLAN reach each other, subject to policies.`}>
+      <PageHeader title="CVLANs" subtitle={`Overlay networks of ${t.tenant.displayName || t.name} — nodes of one CVLAN reach each other, subject to policies.`}>
         {canWrite && (
           <button type="button" className="primary" onClick={() => setEditing("new")}>
             New CVLAN

@@ -247,9 +247,18 @@ export function SsoPage() {
                 </>
               ),
             },
-            { header: "Issuer", cell: (p) => <Mono>{p.issuer}</Mono> },
-            { header: "Client", cell: (p) => <Mono>{p.clientId}</Mono> },
-            { header: "Secret", cell: (p) => <Badge tone={p.clientSecretSet ? "ok" : "neutral"}>{p.clientSecretSet ? "set" : "not set"}</Badge> },
+            {
+              header: "Issuer and client",
+              cell: (p) => (
+                <div className="stack">
+                  <Mono>{p.issuer}</Mono>
+                  <span className="small-text">
+                    client <Mono>{p.clientId}</Mono> · secret{" "}
+                    <Badge tone={p.clientSecretSet ? "ok" : "neutral"}>{p.clientSecretSet ? "set" : "not set"}</Badge>
+                  </span>
+                </div>
+              ),
+            },
             { header: "Domains", cell: (p) => ((p.allowedDomains ?? []).length ? joinList(p.allowedDomains) : <span className="muted">any</span>) },
             { header: "New users", cell: (p) => ROLE_LABELS[p.defaultRole && p.defaultRole !== "ROLE_UNSPECIFIED" ? p.defaultRole : "ROLE_VIEWER"] },
             {
