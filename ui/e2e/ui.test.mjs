@@ -308,6 +308,55 @@ test("superadmin manages a tenant end to end in the browser", async (t) => {
     assert.ok(csv.includes("policy.create") && !csv.includes("cvlan.create"), "export honours the filter");
   });
 
+  await step("global infrastructure: region, relay, a vrouter serving a CVLAN, an API key shown once", async () => {
+    const nav = page.getByRole("navigation");
+    await nav.getByRole("link", { name: "Regions" }).click();
+    await page.getByRole("button", { name: "New region" }).click();
+    let dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Name *").fill("eu-central");
+    await dlg.getByLabel("Description").fill("Frankfurt");
+    await dlg.getByRole("button", { name: "Create region" }).click();
+    await page.getByRole("row").filter({ hasText: "eu-central" }).waitFor();
+
+    await nav.getByRole("link", { name: "Relays" }).click();
+    await page.getByRole("button", { name: "New relay" }).click();
+    dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Name *").fill("relay-fra-1");
+    await dlg.getByLabel("Region").selectOption({ label: "eu-central" });
+    await dlg.getByLabel("Endpoint *").fill("127.0.0.1:3478");
+    await dlg.getByRole("button", { name: "Create relay" }).click();
+    await page.getByRole("row").filter({ hasText: "relay-fra-1" }).getByText("eu-central").waitFor();
+
+    await nav.getByRole("link", { name: "VRouters" }).click();
+    await page.getByRole("button", { name: "New vrouter" }).click();
+    dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Name *").fill("vr-fra-1");
+    await dlg.getByLabel("Region").selectOption({ label: "eu-central" });
+    await dlg.getByLabel("WireGuard public key *").fill(Buffer.alloc(32, 7).toString("base64"));
+    await dlg.getByLabel("Endpoint *").fill("127.0.0.1:51820");
+    await dlg.getByRole("button", { name: "+ assign to a tenant or CVLAN" }).click();
+    await dlg.getByLabel("Assignment 1 tenant").selectOption({ label: "acme" });
+    await dlg.getByLabel("Assignment 1 CVLAN").selectOption({ label: "office" });
+    await dlg.getByRole("button", { name: "Create vrouter" }).click();
+    await dlg.waitFor({ state: "detached" });
+    await page.getByRole("row").filter({ hasText: "vr-fra-1" }).getByText("acme / office").waitFor();
+
+    await nav.getByRole("link", { name: "API keys" }).click();
+    await page.getByRole("button", { name: "New API key" }).click();
+    dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Name *").fill("terraform");
+    await dlg.getByRole("button", { name: "Create key" }).click();
+    const key = ((await page.getByRole("dialog", { name: "API key created" }).getByTestId("secret-value").textContent()) ?? "").trim();
+    assert.ok(key.length > 20);
+    // The key works as a bearer token for the API…
+    const who = await page.request.get(`${cp.url}/api/v1/auth/whoami`, { headers: { authorization: `Bearer ${key}` } });
+    assert.equal(who.status(), 200);
+    await page.getByRole("button", { name: "I have copied it" }).click();
+    // …and is not shown again.
+    await page.getByRole("row").filter({ hasText: "terraform" }).waitFor();
+    assert.ok(!(await page.content()).includes(key));
+  });
+
   await step("sign out returns to the login page", async () => {
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.waitForURL(/\/login/);
