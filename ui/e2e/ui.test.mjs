@@ -235,6 +235,31 @@ test("superadmin manages a tenant end to end in the browser", async (t) => {
     await page.getByRole("row").filter({ hasText: "ssh-admins" }).getByText("group admins → 10.42.0.0/28").waitFor();
   });
 
+  await step("reserve an address and add an external WireGuard peer", async () => {
+    const nav = page.getByRole("navigation");
+    await nav.getByRole("link", { name: "Addresses" }).click();
+    await page.getByRole("button", { name: "Reserve address" }).click();
+    let dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Address").fill("10.42.0.200");
+    await dlg.getByLabel("Description").fill("printer");
+    await dlg.getByRole("button", { name: "Reserve" }).click();
+    await dlg.waitFor({ state: "detached" });
+    const row = page.getByRole("row").filter({ hasText: "printer" });
+    await row.getByText("10.42.0.200").waitFor();
+    await page.getByText("1 / 254").waitFor();
+
+    await nav.getByRole("link", { name: "External peers" }).click();
+    await page.getByRole("button", { name: "New external peer" }).click();
+    dlg = page.getByRole("dialog");
+    await dlg.getByLabel("Name *").fill("branch-router");
+    await dlg.getByLabel("WireGuard public key *").fill(Buffer.alloc(32, 9).toString("base64"));
+    await dlg.getByLabel("Endpoint").fill("127.0.0.1:51999");
+    await dlg.getByLabel("Allowed IPs *").fill("10.42.0.250/32, 192.168.50.0/24");
+    await dlg.getByRole("button", { name: "Add peer" }).click();
+    await dlg.waitFor({ state: "detached" });
+    await page.getByRole("row").filter({ hasText: "branch-router" }).getByText("192.168.50.0/24").waitFor();
+  });
+
   await step("users: a viewer and a tenant admin with passwords", async () => {
     await page.getByRole("link", { name: "Users" }).click();
     for (const [who, role] of [
@@ -387,7 +412,8 @@ test("a viewer sees its tenant read-only and nothing of other tenants", async (t
     ["Registration tokens", "laptops"],
     ["Users", VIEWER.email],
     ["SSO providers", "Redirect URI"],
-    ["External peers", "No external peers"],
+    ["External peers", "branch-router"],
+    ["Addresses", "printer"],
   ]) {
     await step(`${link}: no edit controls`, async () => {
       await page.getByRole("navigation").getByRole("link", { name: link, exact: true }).click();
