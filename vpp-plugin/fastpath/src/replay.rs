@@ -1,17 +1,27 @@
 //! RFC 6479 anti-replay window: a ring of 64-bit words, advanced by clearing whole words, so
 //! that both check and update are O(1) without shifting the bitmap.
+//!
+//! Sized for the gateway's working set rather than rounded up to a power of two: one window
+//! per keypair slot per worker (100,000 peers → ~40 MB per worker at 320 B, against 69 MB at
+//! 4096 bits), and a packet touches two of its lines (the header and one bitmap word).
 
-/// Words in the ring (a power of two).
-const WORDS: usize = 64;
-/// Counters older than `highest + 1 - WINDOW` are rejected: one word of the ring is kept as
-/// slack so that advancing never clears bits still inside the window.
+/// Words in the ring. Not a power of two: `% 34` compiles to a multiply, and 34 words give a
+/// window just above the 2048 counters the gateway guarantees.
+const WORDS: usize = 34;
+/// Counters older than `highest + 1 - WINDOW` are rejected (2112): one word of the ring is
+/// kept as slack so that advancing never clears bits still inside the window.
 pub const WINDOW: u64 = (WORDS as u64 - 1) * 64;
+
+#[inline(always)]
+fn word_index(counter: u64) -> usize {
+    ((counter >> 6) % WORDS as u64) as usize
+}
 /// WireGuard's REJECT-AFTER-MESSAGES: counters at or above it are never valid.
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
 
 /// One keypair's receive window. All-zero is the valid empty state.
 #[derive(Clone, Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct ReplayWindow {
     /// The keypair this window belongs to (a different one resets it).
     pub install_id: u64,
@@ -42,7 +52,7 @@ impl ReplayWindow {
     #[inline]
     #[must_use]
     pub fn word_for(&self, counter: u64) -> &u64 {
-        &self.bitmap[(counter >> 6) as usize & (WORDS - 1)]
+        &self.bitmap[word_index(counter)]
     }
 
     /// Whether `counter` may be accepted (no state change: call before authenticating).
@@ -58,8 +68,7 @@ impl ReplayWindow {
         if self.next > WINDOW && counter < self.next - WINDOW {
             return false;
         }
-        let word = (counter >> 6) as usize & (WORDS - 1);
-        self.bitmap[word] & (1 << (counter & 63)) == 0
+        self.bitmap[word_index(counter)] & (1 << (counter & 63)) == 0
     }
 
     /// Records an authenticated `counter`; returns false if it was a replay after all.
@@ -78,15 +87,14 @@ impl ReplayWindow {
             match cur {
                 Some(cur) if top - cur < WORDS as u64 => {
                     for w in cur + 1..=top {
-                        self.bitmap[w as usize & (WORDS - 1)] = 0;
+                        self.bitmap[(w % WORDS as u64) as usize] = 0;
                     }
                 }
                 _ => self.bitmap = [0; WORDS],
             }
             self.next = counter + 1;
         }
-        let word = (counter >> 6) as usize & (WORDS - 1);
-        self.bitmap[word] |= 1 << (counter & 63);
+        self.bitmap[word_index(counter)] |= 1 << (counter & 63);
         true
     }
 }
@@ -122,6 +130,12 @@ mod tests {
         assert!(w.update(5000 - 2048));
         assert!(!w.update(5000 - 2048));
         assert!(!w.update(5001 - WINDOW - 1));
+    }
+
+    #[test]
+    fn a_window_is_five_cache_lines() {
+        assert_eq!(core::mem::size_of::<ReplayWindow>(), 320);
+        const { assert!(WINDOW >= 2048) };
     }
 
     #[test]

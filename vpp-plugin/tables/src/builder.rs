@@ -9,9 +9,9 @@ use std::vec::Vec;
 use zerocopy::{Immutable, IntoBytes};
 
 use crate::layout::{
-    ACTION_DENY, ACTION_PERMIT, AclBucket, AclRef, AclRule, AclTuple, FLAG_ACTIVE, GEN_MAGIC,
-    GenHeader, Keypair, LpmEntry, LpmLevel, LpmRef, NONE, Peer, ROUTE_LOCAL, Section, Tenant,
-    Underlay,
+    ACTION_DENY, ACTION_PERMIT, AclBucket, AclRef, AclRule, AclTuple, FLAG_ACTIVE, FLAG_NEXT,
+    GEN_MAGIC, GenHeader, Keypair, LpmEntry, LpmLevel, LpmRef, NONE, Peer, PeerKey, ROUTE_LOCAL,
+    Section, Tenant, Underlay,
 };
 use crate::view::{hash_key, hash_pair, prefix_mask, split};
 
@@ -392,6 +392,7 @@ impl TableBuilder {
             }
         }
         let mut peers = Vec::with_capacity(self.peers.len());
+        let mut peer_keys = Vec::with_capacity(self.peers.len());
         for (pi, p) in self.peers.iter().enumerate() {
             let pslot = pi as u32;
             if p.tenant as usize >= self.tenants.len() {
@@ -403,27 +404,30 @@ impl TableBuilder {
             for a in &p.allowed_ips {
                 add_route(p.tenant as usize, a, pslot)?;
             }
-            let mut slot_of = |k: &Option<KeypairSpec>| -> Result<u32, BuildError> {
-                let Some(k) = k else { return Ok(NONE) };
-                let s = k.receiver_index & kmask;
-                let e = &mut keypairs[s as usize];
-                if e.flags & FLAG_ACTIVE != 0 {
-                    return Err(BuildError::KeypairCollision(k.receiver_index));
-                }
-                *e = Keypair {
-                    receiver_index: k.receiver_index,
-                    peer: pslot,
-                    remote_index: k.remote_index,
-                    flags: FLAG_ACTIVE,
-                    install_id: k.install_id,
-                    send_key: k.send_key,
-                    recv_key: k.recv_key,
+            let mut slot_of =
+                |k: &Option<KeypairSpec>, extra_flags: u32| -> Result<u32, BuildError> {
+                    let Some(k) = k else { return Ok(NONE) };
+                    let s = k.receiver_index & kmask;
+                    let e = &mut keypairs[s as usize];
+                    if e.flags & FLAG_ACTIVE != 0 {
+                        return Err(BuildError::KeypairCollision(k.receiver_index));
+                    }
+                    *e = Keypair {
+                        receiver_index: k.receiver_index,
+                        peer: pslot,
+                        flags: FLAG_ACTIVE | extra_flags,
+                        tenant: p.tenant,
+                        install_id: k.install_id,
+                        recv_key: k.recv_key,
+                        remote_index: k.remote_index,
+                        send_key: k.send_key,
+                        ..Keypair::default()
+                    };
+                    Ok(s)
                 };
-                Ok(s)
-            };
-            let current = slot_of(&p.current)?;
-            let previous = slot_of(&p.previous)?;
-            let next = slot_of(&p.next)?;
+            let current = slot_of(&p.current, 0)?;
+            let previous = slot_of(&p.previous, 0)?;
+            let next = slot_of(&p.next, FLAG_NEXT)?;
             let (family, addr, port) = match p.endpoint {
                 None => (0, [0; 16], 0),
                 Some(SocketAddr::V4(a)) => {
@@ -444,6 +448,9 @@ impl TableBuilder {
                 endpoint_family: family,
                 _pad: 0,
                 endpoint_addr: addr,
+                reserved: [0; 16],
+            });
+            peer_keys.push(PeerKey {
                 public_key: p.public_key,
             });
         }
@@ -511,7 +518,8 @@ impl TableBuilder {
             acl_rules: img.push(&rules),
             esp_sas: img.push::<crate::layout::EspSa>(&[]),
             acl_filters: img.push(&filters),
-            reserved: [0; 30],
+            peer_keys: img.push(&peer_keys),
+            reserved: [0; 28],
         };
         h.total_len = img.buf.len() as u64;
         img.buf[..core::mem::size_of::<GenHeader>()].copy_from_slice(h.as_bytes());
@@ -675,13 +683,28 @@ mod tests {
             let img = b.build(16).unwrap();
             let view = GenView::parse(&img, 16).unwrap();
             let t = view.tenants[0];
-            for (pkt, v6) in packets {
+            for &(pkt, v6) in &packets {
                 let linear = rules
                     .iter()
                     .enumerate()
                     .find(|(_, r)| r.matches(&pkt, v6))
                     .map(|(i, r)| (i as u32, if r.permit { ACTION_PERMIT } else { ACTION_DENY }));
                 prop_assert_eq!(view.acl_classify(&t, &pkt, v6), linear);
+            }
+            // The batch form (what the fast path runs) against the same linear scan.
+            for family in [false, true] {
+                let batch: Vec<FiveTuple> =
+                    packets.iter().filter(|(_, v6)| *v6 == family).map(|(p, _)| *p).collect();
+                let mut out = vec![Some((u32::MAX, 9)); batch.len()];
+                view.acl_classify_many(&t, family, &batch, &mut out);
+                for (pkt, got) in batch.iter().zip(&out) {
+                    let linear = rules
+                        .iter()
+                        .enumerate()
+                        .find(|(_, r)| r.matches(pkt, family))
+                        .map(|(i, r)| (i as u32, if r.permit { ACTION_PERMIT } else { ACTION_DENY }));
+                    prop_assert_eq!(*got, linear);
+                }
             }
         }
     }

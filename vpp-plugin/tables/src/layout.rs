@@ -14,7 +14,7 @@ pub const SEG_MAGIC: u64 = u64::from_le_bytes(*b"CVLANSEG");
 /// "CVLANGEN" — first eight bytes of a generation slot.
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"CVLANGEN");
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 /// Worker acknowledgement slots in the header.
 pub const MAX_WORKERS: usize = 64;
 /// Generation slots: one active, one being reclaimed by slow readers, one being written.
@@ -26,6 +26,9 @@ pub const ROUTE_LOCAL: u32 = 0x8000_0000;
 
 /// Tenant/peer/keypair flag: the record is in use.
 pub const FLAG_ACTIVE: u32 = 1;
+/// Keypair flag: this is its peer's `next` keypair (responder side, not yet confirmed), so
+/// the first packet it authenticates must be reported through `KeypairState::rx_seen`.
+pub const FLAG_NEXT: u32 = 2;
 
 /// ACL action: drop.
 pub const ACTION_DENY: u8 = 0;
@@ -152,8 +155,10 @@ pub struct GenHeader {
     pub esp_sas: Section,
     /// `u64` words of the ACL tuples' presence filters.
     pub acl_filters: Section,
+    /// [`PeerKey`] records, by peer slot (kept out of [`Peer`] so that a peer is one line).
+    pub peer_keys: Section,
     /// Room for later sections without an ABI bump.
-    pub reserved: [u64; 30],
+    pub reserved: [u64; 28],
 }
 
 /// Reference to a tenant's LPM levels (one per prefix length present, longest first).
@@ -206,7 +211,9 @@ pub struct Tenant {
     pub acl6: AclRef,
 }
 
-/// A WireGuard peer of a tenant.
+/// A WireGuard peer of a tenant: one cache line, everything wg-encrypt reads of it. (Sized,
+/// not aligned, to 64 bytes: sections start on a 64-byte boundary inside a page-aligned slot,
+/// so records sit on lines there, while an unaligned image buffer still parses.)
 #[repr(C)]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -232,11 +239,23 @@ pub struct Peer {
     pub _pad: u8,
     /// Endpoint address (IPv4 in the first four bytes).
     pub endpoint_addr: [u8; 16],
-    /// Peer static public key (for the sidecar and diagnostics).
+    /// Room for later fields.
+    pub reserved: [u8; 16],
+}
+
+/// A peer's static public key (for the sidecar and diagnostics; never read per packet).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct PeerKey {
+    /// Curve25519 public key.
     pub public_key: [u8; 32],
 }
 
-/// A WireGuard session keypair.
+/// A WireGuard session keypair: two cache lines, the first holding everything wg-decrypt
+/// reads (so a received packet needs neither the send half nor the peer record), the second
+/// everything wg-encrypt reads. (Sized, not aligned, to lines: see [`Peer`].)
 #[repr(C)]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -246,16 +265,24 @@ pub struct Keypair {
     pub receiver_index: u32,
     /// Peer slot.
     pub peer: u32,
-    /// The peer's index, written as the receiver index of packets we send.
-    pub remote_index: u32,
-    /// [`FLAG_ACTIVE`].
+    /// [`FLAG_ACTIVE`], [`FLAG_NEXT`].
     pub flags: u32,
+    /// The peer's tenant slot (a copy, so that receive never reads the peer record).
+    pub tenant: u32,
     /// Unique per installed keypair, ties [`KeypairState`] and per-worker replay windows.
     pub install_id: u64,
-    /// ChaCha20-Poly1305 key for sending.
-    pub send_key: [u8; 32],
     /// ChaCha20-Poly1305 key for receiving.
     pub recv_key: [u8; 32],
+    /// Room for later receive-side fields.
+    pub _rx_reserved: [u8; 8],
+    /// The peer's index, written as the receiver index of packets we send.
+    pub remote_index: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// ChaCha20-Poly1305 key for sending.
+    pub send_key: [u8; 32],
+    /// Room for later send-side fields.
+    pub _tx_reserved: [u8; 24],
 }
 
 /// One prefix length of a tenant's LPM: an open-addressing hash table of masked keys.
@@ -394,8 +421,10 @@ const _: () = {
     assert!(size_of::<SegmentHeader>().is_multiple_of(64));
     assert!(size_of::<GenHeader>() == 456);
     assert!(size_of::<Tenant>() == 56);
-    assert!(size_of::<Peer>() == 80);
-    assert!(size_of::<Keypair>() == 88);
+    assert!(size_of::<Peer>() == 64);
+    assert!(size_of::<Keypair>() == 128);
+    assert!(core::mem::offset_of!(Keypair, recv_key) + 32 <= 64);
+    assert!(core::mem::offset_of!(Keypair, remote_index) == 64);
     assert!(size_of::<LpmLevel>() == 32);
     assert!(size_of::<LpmEntry>() == 24);
     assert!(size_of::<AclTuple>() == 72);

@@ -14,8 +14,8 @@ use zerocopy::FromBytes;
 
 use crate::layout::{
     ABI_VERSION, AclBucket, AclRef, AclRule, AclTuple, EspSa, GEN_MAGIC, GenHeader, Keypair,
-    KeypairState, LpmEntry, LpmLevel, LpmRef, MAX_WORKERS, NONE, Peer, SEG_MAGIC, SLOTS, Section,
-    SegmentHeader, Tenant, Underlay,
+    KeypairState, LpmEntry, LpmLevel, LpmRef, MAX_WORKERS, NONE, Peer, PeerKey, SEG_MAGIC, SLOTS,
+    Section, SegmentHeader, Tenant, Underlay,
 };
 
 /// Why a segment or generation was rejected.
@@ -293,14 +293,16 @@ pub const fn hash_key(k: u128) -> u64 {
     h ^ (h >> 29)
 }
 
-/// Hash of an ACL bucket key.
+/// Hash of an ACL bucket key: each address folded to 64 bits (free for IPv4, whose high
+/// half is zero), then one multiply. Cheap because a packet hashes once per tuple; an IPv4
+/// pair maps injectively to the multiplied word.
 #[inline]
 #[must_use]
 pub const fn hash_pair(src: u128, dst: u128) -> u64 {
-    hash_key(src)
-        ^ hash_key(dst)
-            .rotate_left(31)
-            .wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+    let s = (src as u64) ^ ((src >> 64) as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let d = (dst as u64) ^ ((dst >> 64) as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+    let h = (s.rotate_left(32) ^ d).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
 }
 
 /// Hints the CPU to pull `r`'s cache line in (never faults; a no-op off x86-64). Vector
@@ -336,6 +338,8 @@ pub struct GenView<'a> {
     acl_filters: &'a [u64],
     /// ESP SAs (reserved).
     pub esp_sas: &'a [EspSa],
+    /// Peer public keys by peer slot.
+    pub peer_keys: &'a [PeerKey],
     keypair_mask: u32,
 }
 
@@ -369,6 +373,7 @@ impl<'a> GenView<'a> {
             acl_rules: section(bytes, header.acl_rules)?,
             esp_sas: section(bytes, header.esp_sas)?,
             acl_filters: section(bytes, header.acl_filters)?,
+            peer_keys: section(bytes, header.peer_keys)?,
             keypair_mask: keypair_capacity - 1,
         })
     }
@@ -547,40 +552,105 @@ impl<'a> GenView<'a> {
             {
                 continue;
             }
-            let base = tp.first_bucket as usize;
-            let mut i = (h as u32) & tp.mask;
-            let mut bucket = None;
-            let limit = tp.mask.min(self.acl_buckets.len() as u32);
-            for _ in 0..=limit {
-                let b = self.acl_buckets.get(base.saturating_add(i as usize))?;
-                if b.n_rules == 0 {
-                    break;
-                }
-                if join(b.src) == src && join(b.dst) == dst {
-                    bucket = Some(b);
-                    break;
-                }
-                i = (i + 1) & tp.mask;
-            }
-            let Some(b) = bucket else { continue };
-            let f = b.first_rule as usize;
-            let rules = self.acl_rules.get(f..f + b.n_rules as usize)?;
-            for rule in rules {
-                if best.is_some_and(|(bi, _)| rule.index >= bi) {
-                    break;
-                }
-                if (rule.proto_any != 0 || rule.proto == t.proto)
-                    && rule.sport_lo <= t.sport
-                    && t.sport <= rule.sport_hi
-                    && rule.dport_lo <= t.dport
-                    && t.dport <= rule.dport_hi
-                {
-                    best = Some((rule.index, rule.action));
-                    break;
-                }
+            if let Some(hit) = self.acl_tuple_probe(tp, src, dst, h, t, best) {
+                best = Some(hit);
             }
         }
         best
+    }
+
+    /// [`acl_classify`](Self::acl_classify) for many packets of one tenant and family:
+    /// `out[k]` receives the result for `packets[k]`. Tuple-major (each tuple's masks and
+    /// filter stay in registers and L1 while every packet is tested against it, and the
+    /// packets' filter probes are independent, so they overlap), the shape of a vector node.
+    /// Early exit per packet as in the scalar form: tuples are sorted by their best rule.
+    ///
+    /// # Panics
+    /// Never; `out` shorter than `packets` classifies only the first `out.len()` packets.
+    #[inline]
+    pub fn acl_classify_many(
+        &self,
+        tenant: &Tenant,
+        is_v6: bool,
+        packets: &[FiveTuple],
+        out: &mut [Option<(u32, u8)>],
+    ) {
+        let n = packets.len().min(out.len());
+        let (packets, out) = (&packets[..n], &mut out[..n]);
+        out.fill(None);
+        let r: AclRef = if is_v6 { tenant.acl6 } else { tenant.acl4 };
+        let first = r.first_tuple as usize;
+        let Some(tuples) = self.acl_tuples.get(first..first + r.n_tuples as usize) else {
+            return;
+        };
+        for tp in tuples {
+            let (sm, dm) = (join(tp.src_mask), join(tp.dst_mask));
+            let (ff, fm) = (tp.filter_first as usize, tp.filter_mask as usize);
+            for (t, best) in packets.iter().zip(out.iter_mut()) {
+                if best.is_some_and(|(b, _)| tp.min_index >= b) {
+                    continue;
+                }
+                let (src, dst) = (t.src & sm, t.dst & dm);
+                let h = hash_pair(src, dst);
+                let fb = (h >> 32) as usize & fm;
+                if self
+                    .acl_filters
+                    .get(ff.saturating_add(fb / 64))
+                    .is_none_or(|w| w & (1 << (fb % 64)) == 0)
+                {
+                    continue;
+                }
+                if let Some(hit) = self.acl_tuple_probe(tp, src, dst, h, t, *best) {
+                    *best = Some(hit);
+                }
+            }
+        }
+    }
+
+    /// The bucket probe and residual rule check of one tuple (after its filter said maybe):
+    /// the first rule better than `best` that matches.
+    #[inline]
+    fn acl_tuple_probe(
+        &self,
+        tp: &AclTuple,
+        src: u128,
+        dst: u128,
+        h: u64,
+        t: &FiveTuple,
+        best: Option<(u32, u8)>,
+    ) -> Option<(u32, u8)> {
+        let base = tp.first_bucket as usize;
+        let mut i = (h as u32) & tp.mask;
+        let limit = tp.mask.min(self.acl_buckets.len() as u32);
+        let mut bucket = None;
+        for _ in 0..=limit {
+            let b = self.acl_buckets.get(base.saturating_add(i as usize))?;
+            if b.n_rules == 0 {
+                break;
+            }
+            if join(b.src) == src && join(b.dst) == dst {
+                bucket = Some(b);
+                break;
+            }
+            i = (i + 1) & tp.mask;
+        }
+        let b = bucket?;
+        let f = b.first_rule as usize;
+        let rules = self.acl_rules.get(f..f + b.n_rules as usize)?;
+        for rule in rules {
+            if best.is_some_and(|(bi, _)| rule.index >= bi) {
+                return None;
+            }
+            if (rule.proto_any != 0 || rule.proto == t.proto)
+                && rule.sport_lo <= t.sport
+                && t.sport <= rule.sport_hi
+                && rule.dport_lo <= t.dport
+                && t.dport <= rule.dport_hi
+            {
+                return Some((rule.index, rule.action));
+            }
+        }
+        None
     }
 
     /// Peer by slot, if active.
