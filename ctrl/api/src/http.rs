@@ -63,6 +63,10 @@ pub struct App {
     pub discovery_limit: RateLimit,
     /// Per-source limit on registration.
     pub registration_limit: RateLimit,
+    /// Built management UI served at `/` (SPA: unknown non-API paths get index.html).
+    pub ui_dir: Option<std::path::PathBuf>,
+    /// Base URL browsers use to reach this server (SSO redirect URIs are built from it).
+    pub public_url: String,
 }
 
 /// What discovery tells clients.
@@ -318,15 +322,21 @@ async fn h_login(
     Body(b, _): Body<LoginBody>,
 ) -> ApiResult<Response> {
     let (tok, exp, user) = a.svc.login(&b.email, Secret(b.password), &src).await?;
-    let max_age = (exp - time::now_micros()) / 1_000_000;
-    let secure = if a.secure_cookies { "; Secure" } else { "" };
-    let csrf = crate::secrets::random_token("");
     let mut r = Json(pb::LoginResponse {
         token: tok.0.clone(),
         expires_at: Some(time::ts(exp)),
         user: Some(user),
     })
     .into_response();
+    set_session_cookies(&mut r, &tok, exp, a.secure_cookies)?;
+    Ok(r)
+}
+
+/// The session cookie (HttpOnly) and the double-submit CSRF cookie the UI echoes in a header.
+fn set_session_cookies(r: &mut Response, tok: &Secret, exp: i64, secure: bool) -> ApiResult<()> {
+    let max_age = (exp - time::now_micros()) / 1_000_000;
+    let secure = if secure { "; Secure" } else { "" };
+    let csrf = crate::secrets::random_token("");
     let h = r.headers_mut();
     for c in [
         format!(
@@ -343,7 +353,7 @@ async fn h_login(
             HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(e.into()))?,
         );
     }
-    Ok(r)
+    Ok(())
 }
 
 async fn h_logout(State(a): S, p: Principal) -> ApiResult<Response> {
@@ -357,6 +367,129 @@ async fn h_logout(State(a): S, p: Principal) -> ApiResult<Response> {
         );
     }
     Ok(r)
+}
+
+/// Cookie that binds a started single sign-on to the browser that started it. `Lax`, because
+/// the provider's redirect back is a cross-site top-level navigation.
+const SSO_COOKIE: &str = "cvlan_sso";
+const SSO_PATH: &str = "/api/v1/auth/oidc";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SsoQuery {
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Back to the sign-in page with a message for the person.
+fn to_login_page(why: &str) -> Response {
+    let mut u = reqwest::Url::parse("http://local/login").unwrap_or_else(|_| unreachable!());
+    u.query_pairs_mut().append_pair("error", why);
+    redirect(&format!("{}?{}", u.path(), u.query().unwrap_or_default()))
+}
+
+fn sso_redirect_uri(a: &App) -> String {
+    format!("{}{SSO_PATH}/callback", a.public_url)
+}
+
+async fn h_sso_providers(State(a): S, Query(q): Query<SsoQuery>) -> ApiResult<Json<Value>> {
+    if q.tenant.is_empty() {
+        return Err(ApiError::bad("tenant is required"));
+    }
+    let items = a.svc.sso_offered(&q.tenant).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn h_sso_start(State(a): S, Source(src): Source, Query(q): Query<SsoQuery>) -> Response {
+    if let Err(e) = a.registration_limit.take(&src) {
+        return to_login_page(&e.to_string());
+    }
+    if q.tenant.is_empty() || q.provider.is_empty() {
+        return to_login_page("choose an organisation and its sign-in provider");
+    }
+    match a
+        .svc
+        .sso_start(&q.tenant, &q.provider, &q.return_to, &sso_redirect_uri(&a))
+        .await
+    {
+        Ok((url, binding)) => {
+            let mut r = redirect(&url);
+            let secure = if a.secure_cookies { "; Secure" } else { "" };
+            let c = format!(
+                "{SSO_COOKIE}={}; Path={SSO_PATH}; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
+                binding.0
+            );
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(crate::oidc::Refused(why)) => to_login_page(&why),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CallbackQuery {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    code: String,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn h_sso_callback(
+    State(a): S,
+    Source(src): Source,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    if q.state.is_empty() {
+        return to_login_page("the sign-in response is incomplete; start again");
+    }
+    let idp_error = q
+        .error
+        .as_ref()
+        .map(|e| format!("{e}: {}", q.error_description.as_deref().unwrap_or("")));
+    let done = a
+        .svc
+        .sso_callback(
+            &q.state,
+            &q.code,
+            idp_error.as_deref(),
+            cookie(&headers, SSO_COOKIE),
+            &sso_redirect_uri(&a),
+            &src,
+        )
+        .await;
+    let mut r = match done {
+        Ok(s) => {
+            let mut r = redirect(&crate::oidc::local_path(&s.return_to));
+            if let Err(e) = set_session_cookies(&mut r, &s.token, s.expires, a.secure_cookies) {
+                return e.into_response();
+            }
+            r
+        }
+        Err(crate::oidc::Refused(why)) => to_login_page(&why),
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{SSO_COOKIE}=; Path={SSO_PATH}; Max-Age=0")) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
 
 async fn h_whoami(p: Principal) -> Json<pb::WhoAmIResponse> {
@@ -879,6 +1012,33 @@ fn table() -> Vec<Op> {
         ),
         op(
             "GET",
+            "/api/v1/auth/oidc/providers",
+            "Single sign-on providers of a tenant (public: name and label only)",
+            "auth",
+            None,
+            Out::Text,
+            get(h_sso_providers),
+        ),
+        op(
+            "GET",
+            "/api/v1/auth/oidc/start",
+            "Start a single sign-on (browser navigation; redirects to the identity provider)",
+            "auth",
+            None,
+            Out::Text,
+            get(h_sso_start),
+        ),
+        op(
+            "GET",
+            "/api/v1/auth/oidc/callback",
+            "Single sign-on redirect target (sets the session cookie, redirects into the UI)",
+            "auth",
+            None,
+            Out::Text,
+            get(h_sso_callback),
+        ),
+        op(
+            "GET",
             "/api/v1/apikeys",
             "List your API keys",
             "auth",
@@ -1286,6 +1446,13 @@ fn table() -> Vec<Op> {
     crud::<pb::Cvlan>(&mut v, &format!("{t}/cvlans"), "Cvlan", "cvlans", true);
     crud::<pb::Group>(&mut v, &format!("{t}/groups"), "Group", "groups", true);
     crud::<pb::Policy>(&mut v, &format!("{t}/policies"), "Policy", "policies", true);
+    crud::<pb::OidcProvider>(
+        &mut v,
+        &format!("{t}/oidc-providers"),
+        "OidcProvider",
+        "sso",
+        true,
+    );
     crud::<pb::Vrouter>(&mut v, "/api/v1/vrouters", "Vrouter", "vrouters", true);
     crud::<pb::Region>(&mut v, "/api/v1/regions", "Region", "regions", true);
     crud::<pb::Relay>(&mut v, "/api/v1/relays", "Relay", "relays", true);
@@ -1374,6 +1541,99 @@ pub fn openapi() -> Value {
         .build();
     let mut v = serde_json::to_value(&doc).unwrap_or_default();
     let schemas: Value = serde_json::from_str(cvlan_proto::SCHEMAS_JSON).unwrap_or_default();
+    // utoipa's builders do not carry what typed clients need; add it to the JSON: path
+    // parameters, paging/filter query parameters and the page envelope of list responses.
+    for o in table() {
+        let m = o.method.to_lowercase();
+        let Some(op) = v["paths"][&o.path][&m].as_object_mut() else {
+            continue;
+        };
+        let mut params: Vec<Value> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "description": "Id or name"}))
+            .collect();
+        let query = |name: &str, ty: &str, d: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}, "description": d});
+        let audit = o.path.ends_with("/audit") || o.path.ends_with("/audit/export");
+        if matches!(o.out, Out::List(_)) {
+            params.push(query(
+                "pageSize",
+                "integer",
+                "Items per page (1..1000, default 100)",
+            ));
+            params.push(query(
+                "pageToken",
+                "string",
+                "nextPageToken of the previous page",
+            ));
+        }
+        if audit {
+            for (n, d) in [
+                ("actorId", "Only events by this user id"),
+                ("action", "Only actions starting with this prefix"),
+                ("targetType", "Only this target kind"),
+                ("targetId", "Only this target id"),
+                ("since", "RFC 3339 lower bound"),
+                ("until", "RFC 3339 upper bound"),
+            ] {
+                params.push(query(n, "string", d));
+            }
+            if o.path.ends_with("/export") {
+                params.push(query("format", "string", "jsonl (default) or csv"));
+            }
+        }
+        let sso: &[(&str, &str)] = match o.path.as_str() {
+            "/api/v1/auth/oidc/providers" => &[("tenant", "Tenant name or id (required)")],
+            "/api/v1/auth/oidc/start" => &[
+                ("tenant", "Tenant name or id (required)"),
+                ("provider", "Provider name (required)"),
+                ("returnTo", "Local path to open after signing in"),
+            ],
+            "/api/v1/auth/oidc/callback" => &[
+                ("state", "From the identity provider"),
+                ("code", "From the identity provider"),
+                ("error", "From the identity provider"),
+                ("error_description", "From the identity provider"),
+            ],
+            _ => &[],
+        };
+        for (n, d) in sso {
+            params.push(query(n, "string", d));
+        }
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if o.path == "/api/v1/auth/oidc/providers" {
+            op["responses"]["200"]["content"] = json!({"application/json": {"schema": {
+                "type": "object",
+                "required": ["items"],
+                "properties": {"items": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "displayName"],
+                    "properties": {"name": {"type": "string"}, "displayName": {"type": "string"}}
+                }}}
+            }}});
+        }
+        // Creating a token or an API key also takes a lifetime next to the object.
+        if o.method == "POST" && (o.path.ends_with("/tokens") || o.path == "/api/v1/apikeys") {
+            let s = o.body.unwrap_or_default();
+            op["requestBody"]["content"]["application/json"]["schema"] = json!({"allOf": [
+                {"$ref": format!("#/components/schemas/{s}")},
+                {"type": "object", "properties": {"ttlSeconds": {"type": "integer", "description": "Lifetime in seconds"}}}
+            ]});
+        }
+        if let Out::List(s) = o.out {
+            op["responses"]["200"]["content"] = json!({"application/json": {"schema": {
+                "type": "object",
+                "required": ["items", "nextPageToken"],
+                "properties": {
+                    "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{s}")}},
+                    "nextPageToken": {"type": "string", "description": "Empty on the last page"}
+                }
+            }}});
+        }
+    }
     v["components"] = json!({"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}});
     v["security"] = json!([{"bearer": []}]);
     v
@@ -1399,9 +1659,61 @@ async fn not_served() -> ApiError {
     ApiError::WrongMode
 }
 
+/// Serves the UI's files for every path the API does not own; client-side routes get
+/// `index.html`. API paths keep their JSON errors.
+async fn ui_or_not_served(ui: Option<std::path::PathBuf>, req: Request) -> Response {
+    use tower::ServiceExt;
+    let path = req.uri().path();
+    let Some(dir) = ui.filter(|_| !path.starts_with("/api/") && !path.starts_with("/cvlan."))
+    else {
+        return not_served().await.into_response();
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return not_served().await.into_response();
+    }
+    let immutable = path.starts_with("/assets/");
+    let index = dir.join("index.html");
+    let svc = tower_http::services::ServeDir::new(&dir)
+        .fallback(tower_http::services::ServeFile::new(index));
+    let mut res = match svc.oneshot(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => match e {},
+    };
+    let h = res.headers_mut();
+    // Hashed asset names never change; index.html must be re-read after an upgrade.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        }),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; object-src 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    res
+}
+
 /// Builds the whole router for a mode: REST, gRPC (admin service) and system endpoints.
 pub fn router(app: AppState) -> Router {
     let mode = app.mode;
+    let ui = match (mode, &app.ui_dir) {
+        (Mode::All | Mode::Session, Some(d)) => Some(d.clone()),
+        _ => None,
+    };
     let mut r: Router<AppState> = Router::new();
     for o in table() {
         if o.modes.contains(&mode) {
@@ -1416,7 +1728,7 @@ pub fn router(app: AppState) -> Router {
     if matches!(mode, Mode::All | Mode::Session) {
         r = r.merge(crate::grpc::routes(app));
     }
-    r.fallback(not_served)
+    r.fallback(move |req: Request| ui_or_not_served(ui.clone(), req))
         .layer(middleware::from_fn(track))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(4 << 20))
 }

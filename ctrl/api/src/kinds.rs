@@ -41,6 +41,11 @@ pub trait Kind: Entity + Default {
     fn extra(&self) -> Vec<(&'static str, Col)> {
         Vec::new()
     }
+    /// Takes write-only secrets out of the object (so the stored body never holds them) and
+    /// returns the columns they are kept in; called before every insert and update.
+    fn secret_columns(&mut self) -> Vec<(&'static str, Col)> {
+        Vec::new()
+    }
     /// What the audit log records of this object (never secrets).
     fn summary(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
@@ -380,6 +385,17 @@ impl Kind for pb::Group {
                     )));
                 }
             }
+            let idps =
+                entity::list_all::<pb::OidcProvider>(c, Scope::Tenant(&self.tenant_id)).await?;
+            if let Some(p) = idps
+                .iter()
+                .find(|p| p.group_mappings.iter().any(|m| m.group == self.id))
+            {
+                return Err(ApiError::Conflict(format!(
+                    "group {:?} is mapped by single sign-on provider {:?}",
+                    self.name, p.name
+                )));
+            }
             Ok(())
         })
     }
@@ -715,6 +731,134 @@ impl Kind for pb::Vrouter {
             }
             Ok(())
         })
+    }
+}
+
+impl Kind for pb::OidcProvider {
+    // Who may sign people in is user management: tenant admins write, everyone reads.
+    const RES: Resource = Resource::User;
+    const GLOBAL: bool = false;
+    const IMMUTABLE: &'static [&'static str] = &["clientSecretSet"];
+    fn on_create(&mut self, id: String, t: &str) {
+        self.id = id;
+        self.tenant_id = t.to_string();
+        self.client_secret_set = false;
+    }
+    fn check(&self) -> ApiResult<()> {
+        check_name("name", &self.name)?;
+        check_text("displayName", &self.display_name, 200)?;
+        check_issuer(&self.issuer)?;
+        if self.client_id.is_empty() {
+            return Err(ApiError::bad("clientId is required"));
+        }
+        check_text("clientId", &self.client_id, 512)?;
+        check_text("clientSecret", &self.client_secret, 1024)?;
+        if self.allowed_domains.len() > 100 {
+            return Err(ApiError::bad("at most 100 allowedDomains"));
+        }
+        for d in &self.allowed_domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && *d == d.to_lowercase()
+                && d.split('.')
+                    .all(|l| check_name("allowedDomains", l).is_ok());
+            if !ok {
+                return Err(ApiError::bad(format!(
+                    "allowedDomains: {:?} is not a lowercase domain name like example.com",
+                    truncate(d)
+                )));
+            }
+        }
+        check_text("groupsClaim", &self.groups_claim, 128)?;
+        if self.group_mappings.len() > 1000 {
+            return Err(ApiError::bad("at most 1000 groupMappings"));
+        }
+        for m in &self.group_mappings {
+            if m.claim_value.is_empty() || m.group.is_empty() {
+                return Err(ApiError::bad(
+                    "each groupMapping needs a claimValue and a group",
+                ));
+            }
+            check_text("groupMappings.claimValue", &m.claim_value, 256)?;
+        }
+        match pb::Role::try_from(self.default_role) {
+            Ok(pb::Role::Superadmin) => {
+                return Err(ApiError::bad(
+                    "defaultRole cannot be ROLE_SUPERADMIN: single sign-on creates tenant users",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => return Err(ApiError::bad("defaultRole is not a known role")),
+        }
+        if self.scopes.len() > 20 {
+            return Err(ApiError::bad("at most 20 scopes"));
+        }
+        for s in &self.scopes {
+            if s.is_empty()
+                || s.len() > 128
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                return Err(ApiError::bad(format!(
+                    "scopes: {:?} is not a valid scope",
+                    truncate(s)
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn refs<'a>(&'a self, c: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            let scope = Scope::Tenant(&self.tenant_id);
+            for m in &self.group_mappings {
+                let g = exists::<pb::Group>(c, scope, &m.group).await?;
+                if g.id != m.group {
+                    return Err(ApiError::bad(format!(
+                        "groupMappings: name the group {:?} by its id ({})",
+                        g.name, g.id
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+    fn secret_columns(&mut self) -> Vec<(&'static str, Col)> {
+        if self.client_secret.is_empty() {
+            return Vec::new();
+        }
+        self.client_secret_set = true;
+        vec![(
+            "client_secret",
+            Col::Text(std::mem::take(&mut self.client_secret)),
+        )]
+    }
+    fn summary(&self) -> Value {
+        let mut c = self.clone();
+        c.client_secret.clear();
+        serde_json::to_value(c).unwrap_or(Value::Null)
+    }
+}
+
+/// An issuer must be an absolute https URL (http only on loopback, for development and tests)
+/// without query or fragment, as OpenID Connect Discovery requires.
+fn check_issuer(s: &str) -> ApiResult<()> {
+    let bad = |why: &str| Err(ApiError::bad(format!("issuer {:?} {why}", truncate(s))));
+    let Ok(u) = reqwest::Url::parse(s) else {
+        return bad("is not a URL");
+    };
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return bad("must not have a query, fragment or user info");
+    }
+    let Some(host) = u.host_str() else {
+        return bad("has no host");
+    };
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => bad("must be an https URL (http only on loopback)"),
     }
 }
 

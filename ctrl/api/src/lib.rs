@@ -14,6 +14,7 @@ pub mod kinds;
 pub mod netmap;
 pub mod node_grpc;
 pub mod nodes;
+pub mod oidc;
 pub mod rbac;
 pub mod secrets;
 pub mod server;
@@ -59,6 +60,8 @@ pub async fn build_app(
         advertise: http::Advertise::default(),
         discovery_limit: throttle::RateLimit::new(50.0, 200.0),
         registration_limit: throttle::RateLimit::new(10.0, 50.0),
+        ui_dir: None,
+        public_url: "http://127.0.0.1:8080".into(),
     }))
 }
 

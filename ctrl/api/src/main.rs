@@ -93,12 +93,19 @@ struct Serve {
     /// Ephemeral nodes not seen for this many seconds are removed [default: 600].
     #[arg(long, env = "CVLAN_EPHEMERAL_INACTIVITY_SECS")]
     ephemeral_inactivity_secs: Option<u64>,
+    /// Directory of the built management UI (ui/dist), served at / on the API listener.
+    #[arg(long, env = "CVLAN_UI_DIR")]
+    ui_dir: Option<PathBuf>,
+    /// The URL browsers use to reach this server (for SSO redirects), e.g.
+    /// https://cvlan.example.com [default: the listen address].
+    #[arg(long, env = "CVLAN_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the control plane.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Create (or reset the password of) a superadmin, offline.
     CreateAdmin {
         #[command(flatten)]
@@ -115,6 +122,8 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Print the OpenAPI document of the REST API (the UI's client is generated from it).
+    Openapi,
 }
 
 /// The `[serve]` table of the config file: the same settings as the flags.
@@ -140,6 +149,8 @@ struct FileServe {
     #[serde(default)]
     no_node_listener: bool,
     ephemeral_inactivity_secs: Option<u64>,
+    ui_dir: Option<PathBuf>,
+    public_url: Option<String>,
 }
 
 impl From<FileServe> for Serve {
@@ -161,6 +172,8 @@ impl From<FileServe> for Serve {
             node_tls_names: f.node_tls_names,
             no_node_listener: f.no_node_listener,
             ephemeral_inactivity_secs: f.ephemeral_inactivity_secs,
+            ui_dir: f.ui_dir,
+            public_url: f.public_url,
         }
     }
 }
@@ -240,6 +253,8 @@ fn merge(flag: Serve, file: Serve) -> Serve {
         ephemeral_inactivity_secs: flag
             .ephemeral_inactivity_secs
             .or(file.ephemeral_inactivity_secs),
+        ui_dir: flag.ui_dir.or(file.ui_dir),
+        public_url: flag.public_url.or(file.public_url),
     }
 }
 
@@ -260,6 +275,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("text"),
     );
     match cli.cmd {
+        Cmd::Openapi => {
+            let doc = serde_json::to_string_pretty(&cvlan_api::http::openapi())?;
+            std::io::Write::write_all(&mut std::io::stdout(), format!("{doc}\n").as_bytes())?;
+        }
         Cmd::Migrate { common } => {
             let url = database_url(&common)?;
             let store = cvlan_store::Store::open(&url)
@@ -288,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(user_id = %u.id, "superadmin ready");
         }
         Cmd::Serve(flags) => {
-            let s = merge(flags, file.serve.into());
+            let s = merge(*flags, file.serve.into());
             let url = database_url(&s.common)?;
             let listen = s
                 .listen
@@ -327,6 +346,21 @@ async fn main() -> anyhow::Result<()> {
                     Arc::try_unwrap(app).map_err(|_| anyhow::anyhow!("app state shared early"))?;
                 a.secure_cookies = tls.is_some();
                 a.trust_forwarded = s.trust_forwarded;
+                if let Some(d) = &s.ui_dir {
+                    if !d.join("index.html").is_file() {
+                        bail!(
+                            "--ui-dir {}: no index.html there (build the UI: npm --prefix ui run build)",
+                            d.display()
+                        );
+                    }
+                    a.ui_dir = Some(d.clone());
+                }
+                a.public_url = s
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| own.clone())
+                    .trim_end_matches('/')
+                    .to_string();
                 a.advertise = Advertise {
                     registration: if s.advertise_registration.is_empty() {
                         vec![own.clone()]

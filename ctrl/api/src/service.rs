@@ -107,6 +107,8 @@ pub struct Service {
     pub config: Config,
     /// The node CA (client certificates for Sync, the node listener's server certificate).
     pub ca: crate::ca::Ca,
+    /// OpenID Connect client state (HTTP client, discovery cache).
+    pub(crate) sso: crate::oidc::Sso,
 }
 
 /// Where a scoped operation happens: a tenant (by name or id) or the global space.
@@ -136,6 +138,7 @@ impl Service {
             throttle: Throttle::default(),
             dummy_hash: secrets::hash_password(dummy).await?,
             config,
+            sso: crate::oidc::Sso::new()?,
         })
     }
 
@@ -264,7 +267,9 @@ impl Service {
         e.on_create(entity::new_id(), &tid);
         e.check()?;
         e.refs(w.conn()).await?;
-        entity::insert_with(w.conn(), &e, &e.extra()).await?;
+        let mut cols = e.extra();
+        cols.extend(e.secret_columns());
+        entity::insert_with(w.conn(), &e, &cols).await?;
         // A new tenant's creation belongs in that tenant's own audit log.
         let audit_tenant = if K::RES == Resource::Tenant {
             e.id().to_string()
@@ -301,9 +306,20 @@ impl Service {
         let t = self.scope_of::<K>(w.conn(), p, tenant, Verb::Write).await?;
         let tid = t.as_ref().map(|t| t.id.clone()).unwrap_or_default();
         let cur = entity::get::<K>(w.conn(), scope(&tid), key).await?;
-        let next: K = apply_mask(&cur, &patch, mask, K::IMMUTABLE)?;
+        let mut next: K = apply_mask(&cur, &patch, mask, K::IMMUTABLE)?;
         next.check()?;
         next.refs(w.conn()).await?;
+        for (col, v) in next.secret_columns() {
+            let q = format!("UPDATE {} SET {col} = $1 WHERE id = $2", K::TABLE);
+            let q = match v {
+                Col::Text(t) => sqlx::query(sqlx::AssertSqlSafe(q)).bind(t),
+                Col::Int(i) => sqlx::query(sqlx::AssertSqlSafe(q)).bind(i),
+            };
+            q.bind(cur.id().to_string())
+                .execute(w.conn())
+                .await
+                .map_err(cvlan_store::StoreError::from)?;
+        }
         entity::update(w.conn(), &next).await?;
         let ev = p.audit(&tid).event(
             &format!("{}.update", K::KIND),
@@ -763,16 +779,32 @@ impl Service {
             return Err(ApiError::BadCredentials);
         }
         self.throttle.succeeded(&email);
-        let token = secrets::random_token("cvs_");
-        let exp = time::now_micros() + self.config.session_ttl_secs * 1_000_000;
         let mut w = self.store.begin_write().await?;
         let user = self.user_by_id(w.conn(), &id).await?;
+        let (token, exp) = self
+            .open_session(w.conn(), &user, source, json!({"method": "password"}))
+            .await?;
+        w.commit().await?;
+        metrics::counter!("cvlan_logins_total", "result" => "success").increment(1);
+        Ok((token, exp, user))
+    }
+
+    /// Starts a session for `user` inside the caller's write transaction, with its audit event.
+    pub(crate) async fn open_session(
+        &self,
+        c: &mut AnyConnection,
+        user: &pb::User,
+        source: &str,
+        how: Value,
+    ) -> ApiResult<(Secret, i64)> {
+        let token = secrets::random_token("cvs_");
+        let exp = time::now_micros() + self.config.session_ttl_secs * 1_000_000;
         sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
             .bind(secrets::token_hash(&token.0))
-            .bind(&id)
+            .bind(&user.id)
             .bind(exp)
             .bind(time::now_micros())
-            .execute(w.conn())
+            .execute(&mut *c)
             .await
             .map_err(cvlan_store::StoreError::from)?;
         let rec = AuditRecord {
@@ -781,19 +813,8 @@ impl Service {
             tenant_id: user.tenant_id.clone(),
             source_address: source.to_string(),
         };
-        audit::insert(
-            w.conn(),
-            &rec.event(
-                "auth.login",
-                "user",
-                &user.id,
-                json!({"method": "password"}),
-            ),
-        )
-        .await?;
-        w.commit().await?;
-        metrics::counter!("cvlan_logins_total", "result" => "success").increment(1);
-        Ok((token, exp, user))
+        audit::insert(c, &rec.event("auth.login", "user", &user.id, how)).await?;
+        Ok((token, exp))
     }
 
     async fn user_by_id(&self, c: &mut AnyConnection, id: &str) -> ApiResult<pb::User> {

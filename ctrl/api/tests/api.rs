@@ -301,6 +301,48 @@ async fn admin_flows_work_through_rest_on_every_backend() {
         let doc = h.ok("GET", "/api/v1/openapi.json", None).await;
         assert!(doc["paths"]["/api/v1/tenants/{tenant}/cvlans"]["post"].is_object());
         assert!(doc["components"]["schemas"]["Cvlan"]["properties"]["ipv4Prefix"].is_object());
+        // Typed clients are generated from it: every path parameter is declared, list
+        // responses carry the page envelope, and every $ref resolves.
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                let declared: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|p| p["in"] == "path")
+                            .map(|p| p["name"].as_str().unwrap())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let wanted: Vec<&str> = path
+                    .split('/')
+                    .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                    .collect();
+                assert_eq!(declared, wanted, "{method} {path}");
+            }
+        }
+        let list = &doc["paths"]["/api/v1/tenants/{tenant}/nodes"]["get"];
+        assert_eq!(
+            list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["items"]
+                ["items"]["$ref"],
+            "#/components/schemas/Node"
+        );
+        assert!(
+            list["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "pageToken")
+        );
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "dangling $ref {name}"
+            );
+        }
         let (s, _) = h.raw("GET", "/readyz", None, None).await;
         assert_eq!(s, StatusCode::OK);
     }

@@ -64,6 +64,7 @@ entity!(pb::Vrouter, "vrouters", "vrouter", name: name, tenant: none, created: c
 entity!(pb::Region, "regions", "region", name: name, tenant: none, created: created_at, updated: updated_at);
 entity!(pb::Relay, "relays", "relay", name: name, tenant: none, created: created_at, updated: updated_at);
 entity!(pb::ExternalPeer, "external_peers", "external peer", name: name, tenant: tenant_id, created: created_at, updated: updated_at);
+entity!(pb::OidcProvider, "oidc_providers", "identity provider", name: name, tenant: tenant_id, created: created_at, updated: updated_at);
 entity!(pb::ApiKey, "api_keys", "api key", name: name, tenant: tenant_id, created: created_at, updated: none);
 
 /// Which rows a query may see: one tenant, or global objects.

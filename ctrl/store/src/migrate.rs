@@ -37,6 +37,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_nodes_external_peers.sql"),
         postgres: include_str!("../migrations/postgres/0003_nodes_external_peers.sql"),
     },
+    Migration {
+        version: 4,
+        name: "oidc",
+        sqlite: include_str!("../migrations/sqlite/0004_oidc.sql"),
+        postgres: include_str!("../migrations/postgres/0004_oidc.sql"),
+    },
 ];
 
 /// FNV-1a 64: enough to notice an edited migration file.
@@ -140,6 +146,7 @@ mod tests {
             ("fc8f3e940181f65c", "fc8f3e940181f65c"),
             ("5e5e871ed3715a29", "9c40b6f10dbdfcc1"),
             ("349cb3bde7ddcc3c", "349cb3bde7ddcc3c"),
+            ("89c521bd9259ebdc", "89c521bd9259ebdc"),
         ];
         for (i, (s, p)) in released.iter().enumerate() {
             assert_eq!(&sums[i].0, s, "sqlite migration {} changed", i + 1);

@@ -1,0 +1,396 @@
+//! Single sign-on configuration and the sign-in endpoints' refusals, on SQLite and PostgreSQL.
+//! The whole flow through a real OpenID provider runs in the browser test (ui/e2e).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{H, databases};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const SECRET: &str = "client-secret-value-0123456789";
+
+/// A GET without following redirects: status, Location and Set-Cookie headers.
+async fn get_raw(h: &H, path: &str, cookie: Option<&str>) -> (StatusCode, String, Vec<String>) {
+    let mut b = Request::builder().method("GET").uri(path);
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    let res = h
+        .router
+        .clone()
+        .oneshot(b.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let loc = res
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let cookies = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    (res.status(), loc, cookies)
+}
+
+fn login_error(loc: &str) -> String {
+    assert!(
+        loc.starts_with("/login?error="),
+        "not a sign-in page redirect: {loc}"
+    );
+    let q = loc.trim_start_matches("/login?");
+    url_decode(q.trim_start_matches("error="))
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn provider_body(h: &H, tenant: &str) -> Value {
+    let g = h
+        .ok(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/groups"),
+            Some(json!({"name": "engineers"})),
+        )
+        .await;
+    json!({
+        "name": "corp",
+        "displayName": "Corp SSO",
+        "issuer": "https://idp.example.com",
+        "clientId": "cvlan",
+        "clientSecret": SECRET,
+        "allowedDomains": ["example.com"],
+        "groupMappings": [{"claimValue": "eng", "group": g["id"]}],
+        "defaultRole": "ROLE_OPERATOR",
+        "enabled": true
+    })
+}
+
+#[tokio::test]
+async fn sso_providers_are_managed_by_tenant_admins_and_never_reveal_the_client_secret() {
+    for db in databases().await {
+        let h = H::new(&db).await;
+        let (admin, op, viewer) = h.tenant_with_users("alpha", "10.1.0.0/16").await;
+        let (beta_admin, _, _) = h.tenant_with_users("beta", "10.2.0.0/16").await;
+        let base = "/api/v1/tenants/alpha/oidc-providers";
+        let body = provider_body(&h, "alpha").await;
+
+        // Roles: operators and viewers cannot configure sign-in; other tenants see nothing.
+        let (s, _) = h.call("POST", base, Some(&op), Some(body.clone())).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = h
+            .call("POST", base, Some(&viewer), Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, p) = h.call("POST", base, Some(&admin), Some(body.clone())).await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let id = p["id"].as_str().unwrap().to_string();
+        assert_eq!(p["clientSecretSet"], true);
+        assert!(p.get("clientSecret").is_none(), "secret returned: {p}");
+        let (s, _) = h
+            .call("GET", &format!("{base}/{id}"), Some(&beta_admin), None)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, got) = h
+            .call("GET", &format!("{base}/corp"), Some(&viewer), None)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(!got.to_string().contains(SECRET));
+
+        // The secret lives only in its column: not in the body, the list, or the audit log.
+        let (body_col, secret_col): (String, String) =
+            sqlx::query_as("SELECT body, client_secret FROM oidc_providers WHERE id = $1")
+                .bind(&id)
+                .fetch_one(h.app.svc.store.pool())
+                .await
+                .unwrap();
+        assert!(!body_col.contains(SECRET));
+        assert_eq!(secret_col, SECRET);
+        let list = h.ok("GET", base, None).await;
+        assert!(!list.to_string().contains(SECRET));
+        let audit = h.ok("GET", "/api/v1/tenants/alpha/audit", None).await;
+        assert!(audit.to_string().contains("identity provider.create"));
+        assert!(!audit.to_string().contains(SECRET));
+
+        // Updates keep the secret unless a new one is given; the flag cannot be forged.
+        let (s, p) = h
+            .call(
+                "PATCH",
+                &format!("{base}/{id}"),
+                Some(&admin),
+                Some(json!({"displayName": "Corp"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_eq!(p["clientSecretSet"], true);
+        let (s, _) = h
+            .call(
+                "PATCH",
+                &format!("{base}/{id}"),
+                Some(&admin),
+                Some(json!({"clientSecretSet": false})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        h.ok(
+            "PATCH",
+            &format!("{base}/{id}"),
+            Some(json!({"clientSecret": "rotated-secret-987654321"})),
+        )
+        .await;
+        let (secret_col,): (String,) =
+            sqlx::query_as("SELECT client_secret FROM oidc_providers WHERE id = $1")
+                .bind(&id)
+                .fetch_one(h.app.svc.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(secret_col, "rotated-secret-987654321");
+
+        // Bad input: a clear 400 and nothing written.
+        let before = h.audit_count().await;
+        let g = body["groupMappings"][0]["group"].clone();
+        for (patch, words) in [
+            (
+                json!({"name": "other", "issuer": "http://idp.example.com"}),
+                "https",
+            ),
+            (json!({"name": "other", "issuer": "not a url"}), "not a URL"),
+            (
+                json!({"name": "other", "issuer": "https://idp.example.com/?x=1"}),
+                "query",
+            ),
+            (
+                json!({"name": "other", "defaultRole": "ROLE_SUPERADMIN"}),
+                "superadmin",
+            ),
+            (
+                json!({"name": "other", "allowedDomains": ["Example.COM"]}),
+                "allowedDomains",
+            ),
+            (json!({"name": "other", "clientId": ""}), "clientId"),
+            (
+                json!({"name": "other", "groupMappings": [{"claimValue": "eng", "group": "engineers"}]}),
+                "by its id",
+            ),
+            (
+                json!({"name": "other", "groupMappings": [{"claimValue": "", "group": g}]}),
+                "claimValue",
+            ),
+            (json!({"name": "other", "scopes": ["bad scope"]}), "scope"),
+            (json!({"name": "corp"}), "exists"),
+        ] {
+            let mut b = body.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            let (s, v) = h.call("POST", base, Some(&admin), Some(b)).await;
+            assert!(
+                s == StatusCode::BAD_REQUEST || s == StatusCode::CONFLICT,
+                "{patch}: {s} {v}"
+            );
+            let msg = v["error"]["message"].as_str().unwrap().to_lowercase();
+            assert!(msg.contains(&words.to_lowercase()), "{patch}: {msg}");
+        }
+        assert_eq!(h.audit_count().await, before);
+
+        // A mapped group cannot disappear under the provider.
+        let (s, v) = h
+            .call(
+                "DELETE",
+                &format!("/api/v1/tenants/alpha/groups/{}", g.as_str().unwrap()),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("single sign-on")
+        );
+
+        // The sign-in page learns names and labels only, of enabled providers.
+        let (s, pubv) = h
+            .call(
+                "GET",
+                "/api/v1/auth/oidc/providers?tenant=alpha",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            pubv,
+            json!({"items": [{"name": "corp", "displayName": "Corp"}]})
+        );
+        h.ok(
+            "PATCH",
+            &format!("{base}/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        let (_, pubv) = h
+            .call(
+                "GET",
+                "/api/v1/auth/oidc/providers?tenant=alpha",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(pubv, json!({"items": []}));
+        let (_, pubv) = h
+            .call("GET", "/api/v1/auth/oidc/providers?tenant=nope", None, None)
+            .await;
+        assert_eq!(pubv, json!({"items": []}));
+
+        // Deleting the tenant's provider works for its admin only.
+        let (s, _) = h
+            .call("DELETE", &format!("{base}/{id}"), Some(&op), None)
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = h
+            .call("DELETE", &format!("{base}/{id}"), Some(&admin), None)
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+}
+
+#[tokio::test]
+async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_browsers() {
+    for db in databases().await {
+        let h = H::new(&db).await;
+        let (admin, _, _) = h.tenant_with_users("alpha", "10.1.0.0/16").await;
+        let mut body = provider_body(&h, "alpha").await;
+        // Nothing listens on port 1: discovery fails with a message, no redirect to it.
+        body["issuer"] = json!("http://127.0.0.1:1");
+        let (s, p) = h
+            .call(
+                "POST",
+                "/api/v1/tenants/alpha/oidc-providers",
+                Some(&admin),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let pid = p["id"].as_str().unwrap().to_string();
+
+        let (s, loc, _) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/start?tenant=alpha&provider=nope",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FOUND);
+        assert!(
+            login_error(&loc).contains("no single sign-on named"),
+            "{loc}"
+        );
+        let (_, loc, _) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/start?tenant=beta&provider=corp",
+            None,
+        )
+        .await;
+        assert!(
+            login_error(&loc).contains("no single sign-on named"),
+            "{loc}"
+        );
+        let (_, loc, cookies) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/start?tenant=alpha&provider=corp",
+            None,
+        )
+        .await;
+        assert!(login_error(&loc).contains("discovery"), "{loc}");
+        assert!(cookies.is_empty());
+
+        // Callbacks: missing or unknown state.
+        let (_, loc, _) = get_raw(&h, "/api/v1/auth/oidc/callback?code=x", None).await;
+        assert!(login_error(&loc).contains("incomplete"), "{loc}");
+        let (_, loc, _) =
+            get_raw(&h, "/api/v1/auth/oidc/callback?code=x&state=unknown", None).await;
+        assert!(login_error(&loc).contains("expired"), "{loc}");
+
+        // A pending sign-in is bound to the browser that started it and used once.
+        let hash = cvlan_api::secrets::token_hash;
+        let far = cvlan_store::time::now_micros() + 600_000_000;
+        for (state, exp) in [("state-1", far), ("state-old", 1)] {
+            sqlx::query("INSERT INTO oidc_logins (state_hash, provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, 'n', 'v', '/', $4)")
+                .bind(hash(state))
+                .bind(&pid)
+                .bind(hash("browser-a"))
+                .bind(exp)
+                .execute(h.app.svc.store.pool())
+                .await
+                .unwrap();
+        }
+        let (_, loc, cookies) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/callback?code=x&state=state-1",
+            Some("cvlan_sso=browser-b"),
+        )
+        .await;
+        assert!(login_error(&loc).contains("another browser"), "{loc}");
+        assert!(cookies.iter().all(|c| !c.starts_with("cvlan_session=")));
+        let (_, loc, _) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/callback?code=x&state=state-1",
+            Some("cvlan_sso=browser-a"),
+        )
+        .await;
+        assert!(login_error(&loc).contains("already used"), "{loc}");
+        let (_, loc, _) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/callback?code=x&state=state-old",
+            Some("cvlan_sso=browser-a"),
+        )
+        .await;
+        assert!(login_error(&loc).contains("expired"), "{loc}");
+
+        // The provider's own refusal is passed on and audited in the tenant's log.
+        sqlx::query("INSERT INTO oidc_logins (state_hash, provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, 'n', 'v', '/', $4)")
+            .bind(hash("state-2"))
+            .bind(&pid)
+            .bind(hash("browser-a"))
+            .bind(far)
+            .execute(h.app.svc.store.pool())
+            .await
+            .unwrap();
+        let (_, loc, _) = get_raw(
+            &h,
+            "/api/v1/auth/oidc/callback?error=access_denied&error_description=user+said+no&state=state-2",
+            Some("cvlan_sso=browser-a"),
+        )
+        .await;
+        assert!(login_error(&loc).contains("access_denied"), "{loc}");
+        let audit = h
+            .ok(
+                "GET",
+                "/api/v1/tenants/alpha/audit?action=auth.sso_refused",
+                None,
+            )
+            .await;
+        assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    }
+}
