@@ -11,7 +11,9 @@
 #
 # Addresses exist only inside the lab's namespaces: hosts are 10.250.0.N/24 and fd00:250::N/64
 # on a bridge in their own underlay namespace; the REST API listens on the control namespace's
-# loopback (use `lab.sh ctl`), the node listener on 10.250.0.1:8443.
+# loopback (use `lab.sh ctl`), the node listener on 10.250.0.1:8443. The management UI (built
+# into ui/dist) is served by cvlan-api and forwarded to the host's loopback with socat:
+# http://127.0.0.1:$CVLAN_UI_PORT (default 8080; CVLAN_UI_PORT=0 turns the forward off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -26,6 +28,8 @@ REST=http://127.0.0.1:8080
 PW="${CVLAN_ADMIN_PASSWORD:-admin-password}"
 TENANT=demo
 CVLAN=lab
+UI_PORT="${CVLAN_UI_PORT:-8080}"
+UI_DIR="${CVLAN_UI_DIR:-$PWD/ui/dist}"
 
 ns() { echo "$P-$1"; }
 in_ns() { local h=$1; shift; ip netns exec "$(ns "$h")" "$@"; }
@@ -53,6 +57,9 @@ kill_ns() {
 
 down() {
   local n all
+  if [ -f "$DIR/ui-forward.pid" ]; then
+    kill -TERM -- "-$(cat "$DIR/ui-forward.pid")" 2>/dev/null || true
+  fi
   all=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cvlab-' || true)
   for n in $all; do kill_ns "$n"; done
   for n in $all; do ip netns del "$n" 2>/dev/null || true; done
@@ -123,8 +130,12 @@ up() {
   say "control plane: cvlan-api on SQLite in $DIR/ctrl/api"
   in_ns ctrl env CVLAN_ADMIN_PASSWORD="$PW" "$BIN/cvlan-api" create-admin \
     --data-dir "$DIR/ctrl/api" --email admin@cvlan.local
+  local ui=()
+  if [ -f "$UI_DIR/index.html" ]; then
+    ui=(--ui-dir "$UI_DIR" --public-url "http://127.0.0.1:$UI_PORT")
+  fi
   start ctrl "$DIR/ctrl/cvlan-api.log" "$BIN/cvlan-api" serve --data-dir "$DIR/ctrl/api" \
-    --listen 127.0.0.1:8080 --node-listen "$CTRL_IP:8443" --node-tls-name "$CTRL_IP"
+    --listen 127.0.0.1:8080 --node-listen "$CTRL_IP:8443" --node-tls-name "$CTRL_IP" "${ui[@]}"
   local ok=
   for _ in $(seq 1 100); do
     in_ns ctrl curl -fs -m 1 "$REST/readyz" >/dev/null 2>&1 && { ok=1; break; }
@@ -132,6 +143,19 @@ up() {
   done
   [ -n "$ok" ] || { echo "cvlan-api did not become ready" >&2; false; }
   echo "REST $REST (inside $(ns ctrl)), node listener https://$CTRL_IP:8443"
+  if [ "$UI_PORT" != 0 ] && command -v socat >/dev/null; then
+    # Each browser connection: socat on the host's loopback → a socat inside the control
+    # namespace → cvlan-api on that namespace's loopback.
+    setsid socat "TCP-LISTEN:$UI_PORT,bind=127.0.0.1,reuseaddr,fork" \
+      "EXEC:ip netns exec $(ns ctrl) socat STDIO TCP\:127.0.0.1\:8080" \
+      >"$DIR/ui-forward.log" 2>&1 </dev/null &
+    echo $! >"$DIR/ui-forward.pid"
+    if [ ${#ui[@]} -gt 0 ]; then
+      echo "management UI: http://127.0.0.1:$UI_PORT  (admin@cvlan.local / $PW)"
+    else
+      echo "REST on the host: http://127.0.0.1:$UI_PORT (no UI: build it with npm --prefix ui ci && npm --prefix ui run build)"
+    fi
+  fi
 
   say "tenant, CVLAN, policy and a registration token (cvlanctl)"
   CVLANCTL_PASSWORD="$PW" ctl login --email admin@cvlan.local
