@@ -14,7 +14,11 @@ export const UI = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const DIST = join(UI, "dist");
 export const BIN = resolve(UI, process.env.CVLAN_API_BIN || "../target/debug/cvlan-api");
 export const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-export const SHOTS = join(UI, "docs/screenshots");
+// Screenshots change with every run (times, ids): they replace the committed ones only when
+// asked (UPDATE_SCREENSHOTS=1), so CI leaves the tree clean.
+export const SHOTS = process.env.UPDATE_SCREENSHOTS
+  ? join(UI, "docs/screenshots")
+  : join(tmpdir(), "cvlan-ui-screenshots");
 
 const CHROMIUM_ARGS = [
   "--no-sandbox",

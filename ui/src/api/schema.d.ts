@@ -1518,7 +1518,10 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["ApiKey"];
+                "application/json": components["schemas"]["ApiKey"] & {
+                    /** @description Lifetime in seconds */
+                    ttlSeconds?: number;
+                };
             };
         };
         responses: {
@@ -1882,7 +1885,16 @@ export interface operations {
     };
     get_auth_oidc_callback: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description From the identity provider */
+                state?: string;
+                /** @description From the identity provider */
+                code?: string;
+                /** @description From the identity provider */
+                error?: string;
+                /** @description From the identity provider */
+                error_description?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1935,7 +1947,10 @@ export interface operations {
     };
     get_auth_oidc_providers: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Tenant name or id (required) */
+                tenant?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1947,7 +1962,14 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        items: {
+                            displayName: string;
+                            name: string;
+                        }[];
+                    };
+                };
             };
             /** @description Invalid input */
             400: {
@@ -1988,7 +2010,14 @@ export interface operations {
     };
     get_auth_oidc_start: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Tenant name or id (required) */
+                tenant?: string;
+                /** @description Provider name (required) */
+                provider?: string;
+                /** @description Local path to open after signing in */
+                returnTo?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -5447,7 +5476,10 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["RegistrationToken"];
+                "application/json": components["schemas"]["RegistrationToken"] & {
+                    /** @description Lifetime in seconds */
+                    ttlSeconds?: number;
+                };
             };
         };
         responses: {
