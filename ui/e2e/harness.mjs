@@ -13,6 +13,8 @@ import { chromium } from "playwright-core";
 export const UI = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const DIST = join(UI, "dist");
 export const BIN = resolve(UI, process.env.CVLAN_API_BIN || "../target/debug/cvlan-api");
+// cvlan-agent and cvlan, for tests with real nodes: next to cvlan-api unless told otherwise.
+export const BIN_DIR = resolve(process.env.CVLAN_BIN_DIR || dirname(BIN));
 export const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 // Screenshots change with every run (times, ids): they replace the committed ones only when
 // asked (UPDATE_SCREENSHOTS=1), so CI leaves the tree clean.
@@ -51,7 +53,7 @@ export class ControlPlane {
   }
 
   /** Creates the superadmin and starts `cvlan-api serve`; resolves once /readyz answers. */
-  async start({ email, password }) {
+  async start({ email, password, nodeListener = false }) {
     for (const [what, p] of [
       ["cvlan-api", BIN],
       ["the built UI (run `npm run build`)", join(DIST, "index.html")],
@@ -66,9 +68,14 @@ export class ControlPlane {
     });
     const port = await freePort();
     this.url = `http://127.0.0.1:${port}`;
+    const nodes = ["--no-node-listener"];
+    if (nodeListener) {
+      this.nodeUrl = `https://127.0.0.1:${await freePort()}`;
+      nodes.splice(0, 1, "--node-listen", this.nodeUrl.slice("https://".length));
+    }
     this.proc = spawn(
       BIN,
-      ["serve", "--data-dir", data, "--listen", `127.0.0.1:${port}`, "--no-node-listener", "--ui-dir", DIST],
+      ["serve", "--data-dir", data, "--listen", `127.0.0.1:${port}`, ...nodes, "--ui-dir", DIST],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" } },
     );
     const keep = (b) => {

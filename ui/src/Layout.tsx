@@ -26,12 +26,14 @@ function TenantSwitcher({ current }: { current: string }) {
   const loc = useLocation();
   const list = useAll(keys.tenants, tenants.list);
   const items = list.data?.items ?? [];
+  // URLs may name the tenant by name as well as by id (the API accepts both).
+  const selected = items.find((t) => t.id === current || t.name === current)?.id ?? current;
   return (
     <label className="switcher">
       <span className="muted">Tenant</span>
       <select
         aria-label="Tenant"
-        value={current}
+        value={selected}
         onChange={(e) => {
           const id = e.target.value;
           navigate(id ? `/t/${id}/${tenantSubpath(loc.pathname)}` : "/tenants");

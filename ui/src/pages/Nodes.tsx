@@ -70,7 +70,7 @@ export function NodesPage() {
         isLoading={list.isLoading}
         error={list.error}
         empty={list.items.length ? "No node matches the filter" : "No nodes yet"}
-        emptyHint={list.items.length ? undefined : "Create a registration token and run `cvlan up --token …` on a machine to add it."}
+        emptyHint={list.items.length ? undefined : "Create a registration token and run `cvlan up --server https://CONTROL:8443 --auth-key …` on a machine to add it."}
         hasMore={list.hasNextPage}
         loadingMore={list.isFetchingNextPage}
         onMore={() => list.fetchNextPage()}

@@ -61,7 +61,7 @@ export function TokensPage() {
 
   return (
     <>
-      <PageHeader title="Registration tokens" subtitle="A node joins a CVLAN with a token: cvlan up --token <token>.">
+      <PageHeader title="Registration tokens" subtitle="A node joins a CVLAN with a token: cvlan up --server https://CONTROL:8443 --auth-key <token>.">
         {canWrite && (
           <button type="button" className="primary" onClick={() => setCreating(true)} disabled={!cv.isSuccess || cvItems.length === 0} title={cv.isSuccess && cvItems.length === 0 ? "Create a CVLAN first" : undefined}>
             New token
@@ -196,7 +196,7 @@ export function TokensPage() {
           onClose={() => setSecret(null)}
           hint={
             <p className="muted small-text">
-              On the machine: <code>cvlan up --token &lt;token&gt;</code>
+              On the machine: <code>cvlan up --server https://CONTROL:8443 --auth-key &lt;token&gt;</code>
             </p>
           }
         />
