@@ -53,7 +53,7 @@ export class ControlPlane {
   }
 
   /** Creates the superadmin and starts `cvlan-api serve`; resolves once /readyz answers. */
-  async start({ email, password, nodeListener = false }) {
+  async start({ email, password, nodeListener = false, oidcLoopback = false }) {
     for (const [what, p] of [
       ["cvlan-api", BIN],
       ["the built UI (run `npm run build`)", join(DIST, "index.html")],
@@ -75,7 +75,17 @@ export class ControlPlane {
     }
     this.proc = spawn(
       BIN,
-      ["serve", "--data-dir", data, "--listen", `127.0.0.1:${port}`, ...nodes, "--ui-dir", DIST],
+      [
+        "serve",
+        "--data-dir",
+        data,
+        "--listen",
+        `127.0.0.1:${port}`,
+        ...nodes,
+        "--ui-dir",
+        DIST,
+        ...(oidcLoopback ? ["--oidc-allow-loopback"] : []),
+      ],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" } },
     );
     const keep = (b) => {

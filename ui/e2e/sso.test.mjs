@@ -29,8 +29,8 @@ async function api(method, path, body) {
 }
 
 before(async () => {
-  await cp.start(ADMIN);
-  idp = await startIdp({ redirectUri: `${cp.url}/api/v1/auth/oidc/callback` });
+  await cp.start({ ...ADMIN, oidcLoopback: true });
+  idp = await startIdp();
   const r = await fetch(`${cp.url}/api/v1/auth/login`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -39,7 +39,7 @@ before(async () => {
   admin = (await r.json()).token;
   acme = await api("POST", "/api/v1/tenants", { name: "acme" });
   engineers = await api("POST", "/api/v1/tenants/acme/groups", { name: "engineers" });
-  await api("POST", "/api/v1/tenants/acme/oidc-providers", {
+  const provider = await api("POST", "/api/v1/tenants/acme/oidc-providers", {
     name: "corp",
     displayName: "Corp IdP",
     issuer: idp.issuer,
@@ -52,6 +52,8 @@ before(async () => {
     scopes: ["groups"],
     enabled: true,
   });
+  // Each provider has its own redirect URI.
+  idp.configure(`${cp.url}/api/v1/auth/oidc/callback/${provider.id}`);
 });
 
 after(async () => {

@@ -279,7 +279,7 @@ test("superadmin manages a tenant end to end in the browser", async (t) => {
 
   await step("SSO provider: configure, secret is write-only, offered on the login page", async () => {
     await page.getByRole("link", { name: "SSO providers" }).click();
-    await page.getByText(`${cp.url}/api/v1/auth/oidc/callback`).waitFor();
+    await page.getByText("Register each provider's own redirect URI").waitFor();
     const unsupported = await page.getByText("SSO is not available on this control plane").isVisible();
     if (unsupported) {
       t.diagnostic("this cvlan-api has no OIDC endpoints; SSO configuration steps skipped");
@@ -303,6 +303,8 @@ test("superadmin manages a tenant end to end in the browser", async (t) => {
     const row = page.getByRole("row").filter({ hasText: "Corp SSO" });
     await row.getByText("set", { exact: true }).waitFor();
     await row.getByText("net-admins → admins").waitFor();
+    // Its own redirect URI, by provider id.
+    await row.getByText(new RegExp(`^${cp.url.replace(/[.]/g, "\\.")}/api/v1/auth/oidc/callback/[0-9a-f-]{36}$`)).waitFor();
     assert.ok(!(await page.content()).includes("client-secret-value"));
     await row.getByRole("button", { name: "Edit" }).click();
     const edit = page.getByRole("dialog");

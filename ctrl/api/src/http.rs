@@ -402,7 +402,8 @@ fn to_login_page(why: &str) -> Response {
     redirect(&format!("{}?{}", u.path(), u.query().unwrap_or_default()))
 }
 
-fn sso_redirect_uri(a: &App) -> String {
+/// Base of the per-provider redirect URIs (`…/callback/{provider id}`).
+fn sso_redirect_base(a: &App) -> String {
     format!("{}{SSO_PATH}/callback", a.public_url)
 }
 
@@ -414,16 +415,29 @@ async fn h_sso_providers(State(a): S, Query(q): Query<SsoQuery>) -> ApiResult<Js
     Ok(Json(json!({ "items": items })))
 }
 
-async fn h_sso_start(State(a): S, Source(src): Source, Query(q): Query<SsoQuery>) -> Response {
+async fn h_sso_start(
+    State(a): S,
+    Source(src): Source,
+    headers: HeaderMap,
+    Query(q): Query<SsoQuery>,
+) -> Response {
     if let Err(e) = a.registration_limit.take(&src) {
         return to_login_page(&e.to_string());
+    }
+    // Only our own sign-in page (or a typed URL) starts a sign-in: a link on another site
+    // must not sign a visitor into a tenant of the link author's choosing (login CSRF).
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+        && site != "none"
+    {
+        return to_login_page("start single sign-on from this site's sign-in page");
     }
     if q.tenant.is_empty() || q.provider.is_empty() {
         return to_login_page("choose an organisation and its sign-in provider");
     }
     match a
         .svc
-        .sso_start(&q.tenant, &q.provider, &q.return_to, &sso_redirect_uri(&a))
+        .sso_start(&q.tenant, &q.provider, &q.return_to, &sso_redirect_base(&a))
         .await
     {
         Ok((url, binding)) => {
@@ -449,32 +463,38 @@ struct CallbackQuery {
     #[serde(default)]
     code: String,
     error: Option<String>,
-    error_description: Option<String>,
+    /// Free text from the provider: accepted, never shown or stored.
+    #[serde(rename = "error_description")]
+    _error_description: Option<String>,
+    iss: Option<String>,
 }
 
 async fn h_sso_callback(
     State(a): S,
     Source(src): Source,
+    Path(provider): Path<String>,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
+    if let Err(e) = a.registration_limit.take(&src) {
+        return to_login_page(&e.to_string());
+    }
     if q.state.is_empty() {
         return to_login_page("the sign-in response is incomplete; start again");
     }
-    let idp_error = q
-        .error
-        .as_ref()
-        .map(|e| format!("{e}: {}", q.error_description.as_deref().unwrap_or("")));
+    let base = sso_redirect_base(&a);
     let done = a
         .svc
-        .sso_callback(
-            &q.state,
-            &q.code,
-            idp_error.as_deref(),
-            cookie(&headers, SSO_COOKIE),
-            &sso_redirect_uri(&a),
-            &src,
-        )
+        .sso_callback(crate::oidc::Callback {
+            provider_id: &provider,
+            state: &q.state,
+            code: &q.code,
+            iss: q.iss.as_deref(),
+            idp_error: q.error.as_deref(),
+            binding: cookie(&headers, SSO_COOKIE),
+            redirect_base: &base,
+            source: &src,
+        })
         .await;
     let mut r = match done {
         Ok(s) => {
@@ -1030,8 +1050,8 @@ fn table() -> Vec<Op> {
         ),
         op(
             "GET",
-            "/api/v1/auth/oidc/callback",
-            "Single sign-on redirect target (sets the session cookie, redirects into the UI)",
+            "/api/v1/auth/oidc/callback/{provider}",
+            "Single sign-on redirect target, one per provider id (sets the session cookie, redirects into the UI)",
             "auth",
             None,
             Out::Text,
@@ -1590,11 +1610,12 @@ pub fn openapi() -> Value {
                 ("provider", "Provider name (required)"),
                 ("returnTo", "Local path to open after signing in"),
             ],
-            "/api/v1/auth/oidc/callback" => &[
+            "/api/v1/auth/oidc/callback/{provider}" => &[
                 ("state", "From the identity provider"),
                 ("code", "From the identity provider"),
                 ("error", "From the identity provider"),
                 ("error_description", "From the identity provider"),
+                ("iss", "From the identity provider (RFC 9207)"),
             ],
             _ => &[],
         };
@@ -1671,14 +1692,23 @@ async fn ui_or_not_served(ui: Option<std::path::PathBuf>, req: Request) -> Respo
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return not_served().await.into_response();
     }
-    let immutable = path.starts_with("/assets/");
-    let index = dir.join("index.html");
-    let svc = tower_http::services::ServeDir::new(&dir)
-        .fallback(tower_http::services::ServeFile::new(index));
-    let mut res = match svc.oneshot(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => match e {},
+    let asset = path.starts_with("/assets/");
+    // Client-side routes get index.html; a missing asset is a 404 (never HTML cached as JS).
+    let mut res = if asset {
+        match tower_http::services::ServeDir::new(&dir).oneshot(req).await {
+            Ok(r) => r.into_response(),
+            Err(e) => match e {},
+        }
+    } else {
+        let index = dir.join("index.html");
+        let svc = tower_http::services::ServeDir::new(&dir)
+            .fallback(tower_http::services::ServeFile::new(index));
+        match svc.oneshot(req).await {
+            Ok(r) => r.into_response(),
+            Err(e) => match e {},
+        }
     };
+    let immutable = asset && res.status() == StatusCode::OK;
     let h = res.headers_mut();
     // Hashed asset names never change; index.html must be re-read after an upgrade.
     h.insert(

@@ -46,6 +46,10 @@ pub trait Kind: Entity + Default {
     fn secret_columns(&mut self) -> Vec<(&'static str, Col)> {
         Vec::new()
     }
+    /// Like [`Kind::secret_columns`], on update, knowing the stored object.
+    fn secret_columns_on_update(&mut self, _before: &Self) -> Vec<(&'static str, Col)> {
+        self.secret_columns()
+    }
     /// What the audit log records of this object (never secrets).
     fn summary(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
@@ -832,6 +836,19 @@ impl Kind for pb::OidcProvider {
             "client_secret",
             Col::Text(std::mem::take(&mut self.client_secret)),
         )]
+    }
+    fn secret_columns_on_update(&mut self, before: &Self) -> Vec<(&'static str, Col)> {
+        let cols = self.secret_columns();
+        // A secret is for one client at one provider: pointing the provider elsewhere without
+        // a new secret forgets it, instead of sending it to the new token endpoint.
+        if cols.is_empty()
+            && (self.issuer != before.issuer || self.client_id != before.client_id)
+            && before.client_secret_set
+        {
+            self.client_secret_set = false;
+            return vec![("client_secret", Col::Text(String::new()))];
+        }
+        cols
     }
     fn summary(&self) -> Value {
         let mut c = self.clone();

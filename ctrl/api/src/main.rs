@@ -97,9 +97,13 @@ struct Serve {
     #[arg(long, env = "CVLAN_UI_DIR")]
     ui_dir: Option<PathBuf>,
     /// The URL browsers use to reach this server (for SSO redirects), e.g.
-    /// https://cvlan.example.com [default: the listen address].
+    /// https://cvlan.example.com [default: the listen address]. An https URL also marks
+    /// cookies Secure (TLS terminated by a proxy).
     #[arg(long, env = "CVLAN_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Allow single sign-on providers on loopback over http (development and tests only).
+    #[arg(long, env = "CVLAN_OIDC_ALLOW_LOOPBACK")]
+    oidc_allow_loopback: bool,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +155,8 @@ struct FileServe {
     ephemeral_inactivity_secs: Option<u64>,
     ui_dir: Option<PathBuf>,
     public_url: Option<String>,
+    #[serde(default)]
+    oidc_allow_loopback: bool,
 }
 
 impl From<FileServe> for Serve {
@@ -174,6 +180,7 @@ impl From<FileServe> for Serve {
             ephemeral_inactivity_secs: f.ephemeral_inactivity_secs,
             ui_dir: f.ui_dir,
             public_url: f.public_url,
+            oidc_allow_loopback: f.oidc_allow_loopback,
         }
     }
 }
@@ -255,6 +262,7 @@ fn merge(flag: Serve, file: Serve) -> Serve {
             .or(file.ephemeral_inactivity_secs),
         ui_dir: flag.ui_dir.or(file.ui_dir),
         public_url: flag.public_url.or(file.public_url),
+        oidc_allow_loopback: flag.oidc_allow_loopback || file.oidc_allow_loopback,
     }
 }
 
@@ -336,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 cfg.ephemeral_inactivity_secs = d;
             }
+            cfg.oidc_allow_loopback = s.oidc_allow_loopback;
             let app = cvlan_api::build_app(store.clone(), mode, cfg)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -344,7 +353,10 @@ async fn main() -> anyhow::Result<()> {
             let app = {
                 let mut a =
                     Arc::try_unwrap(app).map_err(|_| anyhow::anyhow!("app state shared early"))?;
-                a.secure_cookies = tls.is_some();
+                a.secure_cookies = tls.is_some()
+                    || s.public_url
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("https://"));
                 a.trust_forwarded = s.trust_forwarded;
                 if let Some(d) = &s.ui_dir {
                     if !d.join("index.html").is_file() {

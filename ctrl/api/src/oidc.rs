@@ -31,47 +31,232 @@ use crate::service::Service;
 const LOGIN_TTL_SECS: i64 = 600;
 /// How long discovered provider metadata (endpoints, keys) is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+/// Largest answer read from an identity provider (discovery, keys, tokens, userinfo).
+const MAX_RESPONSE: usize = 1 << 20;
+/// Sign-ins in progress per provider (each is a row until used or expired).
+const MAX_PENDING_PER_PROVIDER: i64 = 10_000;
+/// Providers whose discovery is cached at once.
+const MAX_DISCOVERED: usize = 256;
+/// What the person sees when the provider misbehaves; the details go to the log only (they
+/// would otherwise make the sign-in page a port scanner for whoever configures providers).
+const UNREACHABLE: &str = "the identity provider could not be reached or gave an unusable answer; ask your administrator (details are in the control plane's log)";
+
+/// Why a request to an identity provider was not made or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL is not allowed (scheme or address).
+    #[error("{0}")]
+    Refused(String),
+    /// Transport error.
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The answer was larger than [`MAX_RESPONSE`].
+    #[error("answer larger than {MAX_RESPONSE} bytes")]
+    TooLarge,
+    /// The answer could not be turned into an HTTP response value.
+    #[error("bad answer: {0}")]
+    Bad(String),
+}
+
+/// Addresses an identity provider may never resolve to: loopback (unless allowed for
+/// development), link-local (cloud metadata services live there), unspecified, multicast.
+/// Private ranges stay allowed: on-premises providers live there.
+fn forbidden(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => {
+            (a.is_loopback() && !allow_loopback)
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            (a.is_loopback() && !allow_loopback)
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// DNS resolution that drops forbidden addresses, so a provider's name cannot point the
+/// control plane at its own loopback or a metadata service (checked on the addresses
+/// actually connected to, not on an earlier lookup).
+struct GuardedResolver {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !forbidden(a.ip(), allow))
+                .collect();
+            if addrs.is_empty() {
+                return Err(
+                    format!("{host} resolves to no address an identity provider may use").into(),
+                );
+            }
+            let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(it)
+        })
+    }
+}
 
 /// Client-side state shared by all sign-ins of a process.
 pub struct Sso {
     http: reqwest::Client,
+    allow_loopback: bool,
     discovered: Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>,
 }
 
 impl Sso {
     /// An HTTP client that never follows redirects (the openidconnect crate's advice against
-    /// SSRF through a provider's responses) and gives up after 10 s.
+    /// SSRF through a provider's responses), gives up after 10 s and only talks to https
+    /// providers on allowed addresses; `allow_loopback` admits http on loopback (development
+    /// and tests).
     ///
     /// # Errors
     /// The TLS backend could not be initialised.
-    pub fn new() -> ApiResult<Self> {
+    pub fn new(allow_loopback: bool) -> ApiResult<Self> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
+            .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_loopback }))
             .build()
             .map_err(|e| ApiError::Internal(e.into()))?;
         Ok(Sso {
             http,
+            allow_loopback,
             discovered: Mutex::new(HashMap::new()),
         })
     }
 
-    async fn metadata(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
+    /// Checks a URL against the policy before any request: https (http only on an allowed
+    /// loopback), and an IP literal host must be allowed (names are checked by the resolver).
+    fn allowed(&self, u: &reqwest::Url) -> Result<(), FetchError> {
+        let host = u.host_str().unwrap_or("");
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .ok();
+        let loopback = host == "localhost" || literal.is_some_and(|a| a.is_loopback());
+        if let Some(a) = literal
+            && forbidden(a, self.allow_loopback)
+        {
+            return Err(FetchError::Refused(format!(
+                "identity providers may not be at {a}{}",
+                if a.is_loopback() {
+                    " (loopback needs --oidc-allow-loopback, for development only)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if host == "localhost" && !self.allow_loopback {
+            return Err(FetchError::Refused(
+                "identity providers may not be at localhost (loopback needs --oidc-allow-loopback, for development only)".into(),
+            ));
+        }
+        match u.scheme() {
+            "https" => Ok(()),
+            "http" if loopback && self.allow_loopback => Ok(()),
+            s => Err(FetchError::Refused(format!(
+                "identity provider URLs must be https (got {s}://{host})"
+            ))),
+        }
+    }
+
+    /// One request to a provider, under the policy above, reading at most [`MAX_RESPONSE`].
+    async fn fetch(
+        &self,
+        req: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, FetchError> {
+        let (parts, body) = req.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|e| FetchError::Bad(e.to_string()))?;
+        self.allowed(&url)?;
+        let mut r = self
+            .http
+            .request(parts.method, url)
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = r.chunk().await? {
+            if out.len() + chunk.len() > MAX_RESPONSE {
+                return Err(FetchError::TooLarge);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        let mut b = http::Response::builder().status(r.status());
+        for (k, v) in r.headers() {
+            b = b.header(k, v);
+        }
+        b.body(out).map_err(|e| FetchError::Bad(e.to_string()))
+    }
+
+    async fn metadata(&self, issuer: &str) -> Result<CoreProviderMetadata, Refused> {
         if let Ok(m) = self.discovered.lock()
             && let Some((at, md)) = m.get(issuer)
             && at.elapsed() < DISCOVERY_TTL
         {
             return Ok(md.clone());
         }
-        let url = IssuerUrl::new(issuer.to_string()).map_err(|e| format!("issuer URL: {e}"))?;
-        let md = CoreProviderMetadata::discover_async(url, &self.http)
+        let url = IssuerUrl::new(issuer.to_string())
+            .map_err(|e| Refused(format!("the provider's issuer URL is invalid: {e}")))?;
+        if let Ok(u) = reqwest::Url::parse(issuer)
+            && let Err(FetchError::Refused(why)) = self.allowed(&u)
+        {
+            return Err(Refused(why));
+        }
+        let md = CoreProviderMetadata::discover_async(url, self)
             .await
-            .map_err(|e| format!("could not read the provider's discovery document: {e}"))?;
+            .map_err(|e| unreachable_provider("discovery", issuer, &e))?;
         if let Ok(mut m) = self.discovered.lock() {
+            if m.len() >= MAX_DISCOVERED {
+                m.retain(|_, (at, _)| at.elapsed() < DISCOVERY_TTL);
+                if m.len() >= MAX_DISCOVERED {
+                    m.clear();
+                }
+            }
             m.insert(issuer.to_string(), (Instant::now(), md.clone()));
         }
         Ok(md)
     }
+}
+
+/// The openidconnect crate's requests (discovery, keys, token exchange) go through the same
+/// guarded [`Sso::fetch`].
+impl<'c> openidconnect::AsyncHttpClient<'c> for Sso {
+    type Error = FetchError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, FetchError>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(self.fetch(request))
+    }
+}
+
+/// Logs what went wrong with a provider and gives the person the generic message.
+fn unreachable_provider(step: &str, issuer: &str, e: &dyn std::fmt::Display) -> Refused {
+    tracing::warn!(step, issuer, error = %e, "identity provider request failed");
+    Refused(UNREACHABLE.into())
 }
 
 /// A refusal shown to the person signing in (and recorded in the tenant's audit log).
@@ -106,6 +291,26 @@ pub struct Offered {
     pub display_name: String,
 }
 
+/// What the provider's redirect brought back, and where it arrived.
+pub struct Callback<'a> {
+    /// The provider id in the redirect path.
+    pub provider_id: &'a str,
+    /// `state` parameter.
+    pub state: &'a str,
+    /// `code` parameter.
+    pub code: &'a str,
+    /// RFC 9207 `iss` parameter, when the provider sends it.
+    pub iss: Option<&'a str>,
+    /// `error` parameter.
+    pub idp_error: Option<&'a str>,
+    /// The browser-binding cookie.
+    pub binding: Option<&'a str>,
+    /// Base of the redirect URIs (`<public URL>/api/v1/auth/oidc/callback`).
+    pub redirect_base: &'a str,
+    /// Client address.
+    pub source: &'a str,
+}
+
 /// A finished sign-in.
 pub struct SignedIn {
     /// Session token (goes into the cookie).
@@ -116,14 +321,37 @@ pub struct SignedIn {
     pub return_to: String,
 }
 
-/// Keeps only local paths, so a sign-in can never send the browser elsewhere.
+/// Keeps only local UI paths, so a sign-in can never send the browser elsewhere (nor chain
+/// into another API call or back to the sign-in page).
 pub fn local_path(p: &str) -> String {
     let ok = p.starts_with('/')
         && !p.starts_with("//")
+        && !p.starts_with("/api/")
+        && !p.starts_with("/login")
         && !p.contains('\\')
         && !p.chars().any(char::is_control)
         && p.len() <= 1024;
     if ok { p.to_string() } else { "/".into() }
+}
+
+/// Where a provider sends the browser back: one URI per provider, so an answer meant for one
+/// provider can never be exchanged at another (the "mix-up" attack).
+pub fn redirect_uri(base: &str, provider_id: &str) -> String {
+    format!("{base}/{provider_id}")
+}
+
+/// An email an IdP asserted, in the one form accounts are matched on: ASCII only (no Unicode
+/// case folding that could make two spellings meet), lowercase, one `@`, sane length.
+fn normal_email(e: &str) -> Option<String> {
+    let e = e.trim();
+    let (local, domain) = e.split_once('@')?;
+    let ok = e.is_ascii()
+        && e.len() <= 254
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !e.chars().any(|c| c.is_ascii_control() || c == ' ');
+    ok.then(|| e.to_ascii_lowercase())
 }
 
 fn sha(s: &str) -> String {
@@ -219,7 +447,7 @@ impl Service {
         tenant: &str,
         provider: &str,
         return_to: &str,
-        redirect_uri: &str,
+        redirect_base: &str,
     ) -> Result<(String, Secret), Refused> {
         let p = {
             let mut c = self
@@ -230,8 +458,17 @@ impl Service {
                 .map_err(cvlan_store::StoreError::from)?;
             self.sso_tenant_provider(&mut c, tenant, provider).await?.1
         };
-        let md = self.sso.metadata(&p.issuer).await.map_err(Refused)?;
-        let client = Self::sso_client(&p, String::new(), md, redirect_uri)?;
+        let md = self.sso.metadata(&p.issuer).await?;
+        // The browser is sent there: the same scheme rules as for our own requests.
+        let auth = md.authorization_endpoint().url().clone();
+        if let Err(e) = self.sso.allowed(&auth) {
+            return Err(unreachable_provider(
+                "authorization endpoint",
+                &p.issuer,
+                &e,
+            ));
+        }
+        let client = Self::sso_client(&p, String::new(), md, &redirect_uri(redirect_base, &p.id))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
             .authorize_url(
@@ -249,11 +486,22 @@ impl Service {
         let binding = secrets::random_token("");
         let now = time::now_micros();
         let mut w = self.store.begin_write().await?;
-        // Abandoned sign-ins go away with the next one.
+        // Abandoned sign-ins go away with the next one (indexed by expiry).
         sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1")
             .bind(now)
             .execute(w.conn())
             .await?;
+        let (pending,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM oidc_logins WHERE provider_id = $1")
+                .bind(&p.id)
+                .fetch_one(w.conn())
+                .await?;
+        if pending >= MAX_PENDING_PER_PROVIDER {
+            return Err(Refused(
+                "too many sign-ins are in progress for this provider; try again in a few minutes"
+                    .into(),
+            ));
+        }
         sqlx::query(
             "INSERT INTO oidc_logins (state_hash, provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -272,44 +520,50 @@ impl Service {
     }
 
     /// Finishes a sign-in from the provider's redirect: checks the state and its browser
-    /// binding, exchanges the code (with the PKCE verifier), verifies the ID token (signature,
-    /// issuer, audience, expiry, nonce), applies the provider's rules and opens a session.
+    /// binding, that the answer came back to the provider the sign-in started with (and, when
+    /// the provider names itself, that it is that provider), exchanges the code (with the PKCE
+    /// verifier), verifies the ID token (signature, issuer, audience, expiry, nonce), applies the
+    /// provider's rules and opens a session.
     ///
     /// # Errors
     /// [`Refused`] with a message for the person; refusals after the state checks are audited
     /// in the tenant's log.
-    pub async fn sso_callback(
-        &self,
-        state: &str,
-        code: &str,
-        idp_error: Option<&str>,
-        binding: Option<&str>,
-        redirect_uri: &str,
-        source: &str,
-    ) -> Result<SignedIn, Refused> {
+    pub async fn sso_callback(&self, cb: Callback<'_>) -> Result<SignedIn, Refused> {
         let expired =
             || Refused("this sign-in link has expired or was already used; start again".into());
+        // Unknown states are answered without taking the write lock.
+        let known: Option<(String,)> =
+            sqlx::query_as("SELECT provider_id FROM oidc_logins WHERE state_hash = $1")
+                .bind(sha(cb.state))
+                .fetch_optional(self.store.pool())
+                .await?;
+        if known.is_none() {
+            return Err(expired());
+        }
+        // Consumed atomically: of two concurrent callbacks with one state, one gets the row.
         let mut w = self.store.begin_write().await?;
         let row: Option<(String, String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at \
-             FROM oidc_logins WHERE state_hash = $1",
+            "DELETE FROM oidc_logins WHERE state_hash = $1 \
+             RETURNING provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at",
         )
-        .bind(sha(state))
+        .bind(sha(cb.state))
         .fetch_optional(w.conn())
         .await?;
-        sqlx::query("DELETE FROM oidc_logins WHERE state_hash = $1")
-            .bind(sha(state))
-            .execute(w.conn())
-            .await?;
         w.commit().await?;
         let (provider_id, binding_hash, nonce, verifier, return_to, expires_at) =
             row.ok_or_else(expired)?;
         if expires_at < time::now_micros() {
             return Err(expired());
         }
-        if binding.map(sha).as_deref() != Some(binding_hash.as_str()) {
+        if cb.binding.map(sha).as_deref() != Some(binding_hash.as_str()) {
             return Err(Refused(
                 "this sign-in was started in another browser; start again here".into(),
+            ));
+        }
+        if cb.provider_id != provider_id {
+            return Err(Refused(
+                "this sign-in answer came back for another provider than it was started with; start again"
+                    .into(),
             ));
         }
         let (p, secret) = {
@@ -319,8 +573,8 @@ impl Service {
                 .acquire()
                 .await
                 .map_err(cvlan_store::StoreError::from)?;
-            let Some((tid,)): Option<(String,)> =
-                sqlx::query_as("SELECT tenant_id FROM oidc_providers WHERE id = $1")
+            let Some((tid, secret)): Option<(String, String)> =
+                sqlx::query_as("SELECT tenant_id, client_secret FROM oidc_providers WHERE id = $1")
                     .bind(&provider_id)
                     .fetch_optional(&mut *c)
                     .await?
@@ -329,26 +583,21 @@ impl Service {
             };
             let p =
                 entity::get::<pb::OidcProvider>(&mut c, Scope::Tenant(&tid), &provider_id).await?;
-            let (secret,): (String,) =
-                sqlx::query_as("SELECT client_secret FROM oidc_providers WHERE id = $1")
-                    .bind(&provider_id)
-                    .fetch_one(&mut *c)
-                    .await?;
             (p, secret)
         };
-        match self
-            .sso_finish(
-                &p,
-                secret,
-                code,
-                idp_error,
-                &nonce,
-                verifier,
-                redirect_uri,
-                source,
-            )
-            .await
-        {
+        let finished = if !p.enabled {
+            Err(Refused(
+                "this single sign-on provider has been disabled".into(),
+            ))
+        } else if cb.iss.is_some_and(|i| i != p.issuer) {
+            // RFC 9207: the provider says who answered; it must be the one we asked.
+            Err(Refused(
+                "the answer came from another identity provider; start again".into(),
+            ))
+        } else {
+            self.sso_finish(&p, secret, &cb, &nonce, verifier).await
+        };
+        match finished {
             Ok((token, expires)) => Ok(SignedIn {
                 token,
                 expires,
@@ -361,7 +610,7 @@ impl Service {
                     actor_id: String::new(),
                     actor: String::new(),
                     tenant_id: p.tenant_id.clone(),
-                    source_address: source.to_string(),
+                    source_address: cb.source.to_string(),
                 };
                 if let Ok(mut w) = self.store.begin_write().await {
                     let ev = rec.event(
@@ -379,34 +628,36 @@ impl Service {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn sso_finish(
         &self,
         p: &pb::OidcProvider,
         secret: String,
-        code: &str,
-        idp_error: Option<&str>,
+        cb: &Callback<'_>,
         nonce: &str,
         verifier: String,
-        redirect_uri: &str,
-        source: &str,
     ) -> Result<(Secret, i64), Refused> {
-        if let Some(e) = idp_error {
+        if let Some(e) = cb.idp_error {
+            // Only the error code: the description is free text anyone can put in a link.
+            let code: String = e
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect();
             return Err(Refused(format!(
-                "the identity provider did not sign you in ({})",
-                e.chars().take(200).collect::<String>()
+                "the identity provider did not sign you in ({code})"
             )));
         }
-        let md = self.sso.metadata(&p.issuer).await.map_err(Refused)?;
+        let source = cb.source;
+        let md = self.sso.metadata(&p.issuer).await?;
         let userinfo = md.userinfo_endpoint().map(|u| u.url().clone());
-        let client = Self::sso_client(p, secret, md, redirect_uri)?;
+        let client = Self::sso_client(p, secret, md, &redirect_uri(cb.redirect_base, &p.id))?;
         let tok = client
-            .exchange_code(AuthorizationCode::new(code.to_string()))
-            .map_err(|e| Refused(format!("the provider has no token endpoint: {e}")))?
+            .exchange_code(AuthorizationCode::new(cb.code.to_string()))
+            .map_err(|e| unreachable_provider("token endpoint", &p.issuer, &e))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier))
-            .request_async(&self.sso.http)
+            .request_async(&self.sso)
             .await
-            .map_err(|e| Refused(format!("the provider refused the sign-in code: {e}")))?;
+            .map_err(|e| unreachable_provider("code exchange", &p.issuer, &e))?;
         let id_token = tok
             .id_token()
             .ok_or_else(|| Refused("the provider returned no ID token".into()))?;
@@ -423,8 +674,10 @@ impl Service {
         } else {
             p.groups_claim.as_str()
         };
-        let mut email = claims.email().map(|e| e.as_str().to_string());
-        let mut verified = claims.email_verified();
+        // The email and whether it is verified always come from one source.
+        let mut email = claims
+            .email()
+            .map(|e| (e.as_str().to_string(), claims.email_verified()));
         let mut name = claims
             .name()
             .and_then(|n| n.get(None))
@@ -432,40 +685,55 @@ impl Service {
         if (email.is_none() || (want_groups && raw.get(groups_claim).is_none()))
             && let Some(u) = userinfo
         {
-            let info: serde_json::Map<String, Value> = self
+            let req = http::Request::builder()
+                .uri(u.as_str())
+                .header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", tok.access_token().secret()),
+                )
+                .header(http::header::ACCEPT, "application/json")
+                .body(Vec::new())
+                .map_err(|e| unreachable_provider("userinfo", &p.issuer, &e))?;
+            let res = self
                 .sso
-                .http
-                .get(u)
-                .bearer_auth(tok.access_token().secret())
-                .send()
+                .fetch(req)
                 .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| Refused(format!("could not read the provider's userinfo: {e}")))?
-                .json()
-                .await
-                .map_err(|e| Refused(format!("the provider's userinfo is not JSON: {e}")))?;
+                .map_err(|e| unreachable_provider("userinfo", &p.issuer, &e))?;
+            if !res.status().is_success() {
+                return Err(unreachable_provider("userinfo", &p.issuer, &res.status()));
+            }
+            let info: serde_json::Map<String, Value> = serde_json::from_slice(res.body())
+                .map_err(|e| unreachable_provider("userinfo", &p.issuer, &e))?;
             // OpenID Connect Core 5.3.2: userinfo is only about the ID token's subject.
             if info.get("sub").and_then(Value::as_str) != Some(subject.as_str()) {
                 return Err(Refused(
                     "the provider's userinfo is about someone else".into(),
                 ));
             }
-            email = email.or_else(|| info.get("email").and_then(Value::as_str).map(String::from));
-            verified = verified.or_else(|| info.get("email_verified").and_then(Value::as_bool));
+            email = email.or_else(|| {
+                info.get("email").and_then(Value::as_str).map(|e| {
+                    (
+                        e.to_string(),
+                        info.get("email_verified").and_then(Value::as_bool),
+                    )
+                })
+            });
             name = name.or_else(|| info.get("name").and_then(Value::as_str).map(String::from));
             for (k, v) in info {
                 raw.entry(k).or_insert(v);
             }
         }
-        let email = email
-            .map(|e| e.trim().to_lowercase())
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| {
-                Refused("the provider did not say who you are (no email claim)".into())
-            })?;
-        if verified == Some(false) {
+        let (email, verified) = email.ok_or_else(|| {
+            Refused("the provider did not say who you are (no email claim)".into())
+        })?;
+        let email = normal_email(&email).ok_or_else(|| {
+            Refused("the provider's email claim is not a plain ASCII address".into())
+        })?;
+        // Accounts are matched and domains allowed on the email, so it must be one the IdP
+        // vouches for (some IdPs let users type any address and send no email_verified).
+        if verified != Some(true) {
             return Err(Refused(format!(
-                "{email}: the identity provider has not verified this address"
+                "{email}: the identity provider does not say this address is verified"
             )));
         }
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -538,6 +806,18 @@ impl Service {
         };
         let user = match by_email {
             Some((id, Some(t))) if t == p.tenant_id => {
+                let other: Option<(String,)> = sqlx::query_as(
+                    "SELECT subject FROM oidc_identities WHERE provider_id = $1 AND user_id = $2",
+                )
+                .bind(&p.id)
+                .bind(&id)
+                .fetch_optional(&mut *c)
+                .await?;
+                if other.is_some() {
+                    return Err(Refused(format!(
+                        "{email} is already linked to another account at this identity provider"
+                    )));
+                }
                 entity::get::<pb::User>(c, scope, &id).await?
             }
             Some(_) => {
@@ -607,12 +887,24 @@ impl Service {
         }
         let scope = Scope::Tenant(&p.tenant_id);
         for (gid, on) in want {
+            if self.store.backend() == cvlan_store::Backend::Postgres {
+                // Read-modify-write of the member list: no lost update against an admin's
+                // edit or another sign-in.
+                sqlx::query("SELECT id FROM cvlan_groups WHERE id = $1 FOR UPDATE")
+                    .bind(gid)
+                    .execute(&mut *c)
+                    .await?;
+            }
             let Some(mut g) = entity::find::<pb::Group>(c, scope, gid).await? else {
                 continue;
             };
             let is_member = |m: &pb::GroupMember| matches!(&m.member, Some(pb::group_member::Member::UserId(u)) if *u == user.id);
             let has = g.members.iter().any(is_member);
             if has == on {
+                continue;
+            }
+            if on && g.members.len() >= 10_000 {
+                tracing::warn!(group = %g.id, "group is full; single sign-on membership not added");
                 continue;
             }
             if on {
@@ -668,8 +960,52 @@ mod tests {
             "",
             "javascript:alert(1)",
             "/a\r\nSet-Cookie: x=1",
+            "/api/v1/auth/oidc/start?tenant=evil&provider=x",
+            "/login?error=call+us",
         ] {
             assert_eq!(local_path(evil), "/", "{evil:?}");
+        }
+    }
+
+    #[test]
+    fn emails_are_matched_in_one_ascii_form_only() {
+        assert_eq!(
+            normal_email(" Kim@Corp.COM ").as_deref(),
+            Some("kim@corp.com")
+        );
+        // U+212A KELVIN SIGN lowercases to 'k' in Unicode: refused, never folded.
+        for bad in [
+            "\u{212A}im@corp.com",
+            "a@evil@corp.com",
+            "@corp.com",
+            "kim@",
+            "k m@corp.com",
+            "kim",
+        ] {
+            assert_eq!(normal_email(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn providers_may_not_live_on_loopback_link_local_or_unspecified_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        for a in [
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "224.0.0.1",
+        ] {
+            assert!(forbidden(ip(a), false), "{a}");
+        }
+        assert!(!forbidden(ip("127.0.0.1"), true));
+        assert!(forbidden(ip("169.254.169.254"), true));
+        // On-premises providers on private addresses stay possible.
+        for a in ["10.1.2.3", "192.168.1.10", "fd00::5", "203.0.113.7"] {
+            assert!(!forbidden(ip(a), false), "{a}");
         }
     }
 

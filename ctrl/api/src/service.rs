@@ -82,6 +82,9 @@ pub struct Config {
     pub audit_retention_days: i64,
     /// Ephemeral nodes not seen for this many seconds are removed.
     pub ephemeral_inactivity_secs: u64,
+    /// Let single sign-on talk to identity providers on loopback over http (development and
+    /// tests only).
+    pub oidc_allow_loopback: bool,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             session_ttl_secs: 12 * 3600,
             audit_retention_days: 90,
             ephemeral_inactivity_secs: 600,
+            oidc_allow_loopback: false,
         }
     }
 }
@@ -137,8 +141,8 @@ impl Service {
             changes: broadcast::channel(4096).0,
             throttle: Throttle::default(),
             dummy_hash: secrets::hash_password(dummy).await?,
+            sso: crate::oidc::Sso::new(config.oidc_allow_loopback)?,
             config,
-            sso: crate::oidc::Sso::new()?,
         })
     }
 
@@ -309,7 +313,7 @@ impl Service {
         let mut next: K = apply_mask(&cur, &patch, mask, K::IMMUTABLE)?;
         next.check()?;
         next.refs(w.conn()).await?;
-        for (col, v) in next.secret_columns() {
+        for (col, v) in next.secret_columns_on_update(&cur) {
             let q = format!("UPDATE {} SET {col} = $1 WHERE id = $2", K::TABLE);
             let q = match v {
                 Col::Text(t) => sqlx::query(sqlx::AssertSqlSafe(q)).bind(t),
@@ -771,7 +775,14 @@ impl Service {
                 .await
                 .map_err(cvlan_store::StoreError::from)?;
         let (id, hash) = row.unwrap_or_else(|| (String::new(), self.dummy_hash.clone()));
-        let ok = secrets::verify_password(password, hash).await && !id.is_empty();
+        // Single sign-on users have no password: same work as a wrong one, never a match.
+        let sso_only = hash.is_empty();
+        let hash = if sso_only {
+            self.dummy_hash.clone()
+        } else {
+            hash
+        };
+        let ok = secrets::verify_password(password, hash).await && !id.is_empty() && !sso_only;
         if !ok {
             self.throttle.failed(&email, source);
             metrics::counter!("cvlan_logins_total", "result" => "failure").increment(1);

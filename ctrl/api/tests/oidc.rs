@@ -165,6 +165,24 @@ async fn sso_providers_are_managed_by_tenant_admins_and_never_reveal_the_client_
                 .await
                 .unwrap();
         assert_eq!(secret_col, "rotated-secret-987654321");
+        // Pointing the provider elsewhere without a new secret forgets the old one.
+        let (s, p) = h
+            .call(
+                "PATCH",
+                &format!("{base}/{id}"),
+                Some(&admin),
+                Some(json!({"issuer": "https://other-idp.example.com"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_ne!(p["clientSecretSet"], true, "{p}");
+        let (secret_col,): (String,) =
+            sqlx::query_as("SELECT client_secret FROM oidc_providers WHERE id = $1")
+                .bind(&id)
+                .fetch_one(h.app.svc.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(secret_col, "");
 
         // Bad input: a clear 400 and nothing written.
         let before = h.audit_count().await;
@@ -282,7 +300,6 @@ async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_bro
         let h = H::new(&db).await;
         let (admin, _, _) = h.tenant_with_users("alpha", "10.1.0.0/16").await;
         let mut body = provider_body(&h, "alpha").await;
-        // Nothing listens on port 1: discovery fails with a message, no redirect to it.
         body["issuer"] = json!("http://127.0.0.1:1");
         let (s, p) = h
             .call(
@@ -294,48 +311,58 @@ async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_bro
             .await;
         assert_eq!(s, StatusCode::CREATED, "{p}");
         let pid = p["id"].as_str().unwrap().to_string();
+        let start = "/api/v1/auth/oidc/start";
 
-        let (s, loc, _) = get_raw(
-            &h,
-            "/api/v1/auth/oidc/start?tenant=alpha&provider=nope",
-            None,
-        )
-        .await;
+        let (s, loc, _) = get_raw(&h, &format!("{start}?tenant=alpha&provider=nope"), None).await;
         assert_eq!(s, StatusCode::FOUND);
         assert!(
             login_error(&loc).contains("no single sign-on named"),
             "{loc}"
         );
-        let (_, loc, _) = get_raw(
-            &h,
-            "/api/v1/auth/oidc/start?tenant=beta&provider=corp",
-            None,
-        )
-        .await;
+        let (_, loc, _) = get_raw(&h, &format!("{start}?tenant=beta&provider=corp"), None).await;
         assert!(
             login_error(&loc).contains("no single sign-on named"),
             "{loc}"
         );
-        let (_, loc, cookies) = get_raw(
-            &h,
-            "/api/v1/auth/oidc/start?tenant=alpha&provider=corp",
-            None,
-        )
-        .await;
-        assert!(login_error(&loc).contains("discovery"), "{loc}");
+        // Providers on loopback are refused unless the operator allows them (development):
+        // the control plane is not a way to reach its own host's services.
+        let (_, loc, cookies) =
+            get_raw(&h, &format!("{start}?tenant=alpha&provider=corp"), None).await;
+        assert!(login_error(&loc).contains("--oidc-allow-loopback"), "{loc}");
         assert!(cookies.is_empty());
+        // Only this site's own pages (or a typed URL) may start a sign-in (login CSRF).
+        let req = Request::builder()
+            .uri(format!("{start}?tenant=alpha&provider=corp"))
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap();
+        let res = h.router.clone().oneshot(req).await.unwrap();
+        let loc = res.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            login_error(&loc).contains("this site's sign-in page"),
+            "{loc}"
+        );
 
         // Callbacks: missing or unknown state.
-        let (_, loc, _) = get_raw(&h, "/api/v1/auth/oidc/callback?code=x", None).await;
+        let cb = format!("/api/v1/auth/oidc/callback/{pid}");
+        let (_, loc, _) = get_raw(&h, &format!("{cb}?code=x"), None).await;
         assert!(login_error(&loc).contains("incomplete"), "{loc}");
-        let (_, loc, _) =
-            get_raw(&h, "/api/v1/auth/oidc/callback?code=x&state=unknown", None).await;
+        let (_, loc, _) = get_raw(&h, &format!("{cb}?code=x&state=unknown"), None).await;
         assert!(login_error(&loc).contains("expired"), "{loc}");
 
         // A pending sign-in is bound to the browser that started it and used once.
         let hash = cvlan_api::secrets::token_hash;
         let far = cvlan_store::time::now_micros() + 600_000_000;
-        for (state, exp) in [("state-1", far), ("state-old", 1)] {
+        for (state, exp) in [
+            ("state-1", far),
+            ("state-old", 1),
+            ("state-mixup", far),
+            ("state-iss", far),
+            ("state-2", far),
+        ] {
             sqlx::query("INSERT INTO oidc_logins (state_hash, provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, 'n', 'v', '/', $4)")
                 .bind(hash(state))
                 .bind(&pid)
@@ -345,45 +372,54 @@ async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_bro
                 .await
                 .unwrap();
         }
+        let a = Some("cvlan_sso=browser-a");
         let (_, loc, cookies) = get_raw(
             &h,
-            "/api/v1/auth/oidc/callback?code=x&state=state-1",
+            &format!("{cb}?code=x&state=state-1"),
             Some("cvlan_sso=browser-b"),
         )
         .await;
         assert!(login_error(&loc).contains("another browser"), "{loc}");
         assert!(cookies.iter().all(|c| !c.starts_with("cvlan_session=")));
-        let (_, loc, _) = get_raw(
-            &h,
-            "/api/v1/auth/oidc/callback?code=x&state=state-1",
-            Some("cvlan_sso=browser-a"),
-        )
-        .await;
+        let (_, loc, _) = get_raw(&h, &format!("{cb}?code=x&state=state-1"), a).await;
         assert!(login_error(&loc).contains("already used"), "{loc}");
-        let (_, loc, _) = get_raw(
-            &h,
-            "/api/v1/auth/oidc/callback?code=x&state=state-old",
-            Some("cvlan_sso=browser-a"),
-        )
-        .await;
+        let (_, loc, _) = get_raw(&h, &format!("{cb}?code=x&state=state-old"), a).await;
         assert!(login_error(&loc).contains("expired"), "{loc}");
-
-        // The provider's own refusal is passed on and audited in the tenant's log.
-        sqlx::query("INSERT INTO oidc_logins (state_hash, provider_id, binding_hash, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, 'n', 'v', '/', $4)")
-            .bind(hash("state-2"))
-            .bind(&pid)
-            .bind(hash("browser-a"))
-            .bind(far)
-            .execute(h.app.svc.store.pool())
-            .await
-            .unwrap();
+        // An answer arriving at another provider's redirect URI is never exchanged (mix-up).
         let (_, loc, _) = get_raw(
             &h,
-            "/api/v1/auth/oidc/callback?error=access_denied&error_description=user+said+no&state=state-2",
-            Some("cvlan_sso=browser-a"),
+            "/api/v1/auth/oidc/callback/some-other-provider?code=x&state=state-mixup",
+            a,
         )
         .await;
-        assert!(login_error(&loc).contains("access_denied"), "{loc}");
+        assert!(login_error(&loc).contains("another provider"), "{loc}");
+        // RFC 9207: an answer naming another issuer is refused before any exchange.
+        let (_, loc, _) = get_raw(
+            &h,
+            &format!("{cb}?code=x&state=state-iss&iss=https%3A%2F%2Fevil.example"),
+            a,
+        )
+        .await;
+        assert!(
+            login_error(&loc).contains("another identity provider"),
+            "{loc}"
+        );
+
+        // The provider's own refusal is passed on (its code only, never free text) and audited.
+        let (_, loc, _) = get_raw(
+            &h,
+            &format!(
+                "{cb}?error=access_denied%3Cb%3E&error_description=Call+0800+now&state=state-2"
+            ),
+            a,
+        )
+        .await;
+        let shown = login_error(&loc);
+        assert!(shown.contains("(access_denied)"), "{shown}");
+        assert!(
+            !shown.contains("0800") && !shown.contains('<'),
+            "free text shown: {shown}"
+        );
         let audit = h
             .ok(
                 "GET",
@@ -391,6 +427,8 @@ async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_bro
                 None,
             )
             .await;
-        assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+        // The mix-up refusal has no trusted provider to file it under; the other two are.
+        assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+        assert!(!audit.to_string().contains("0800"));
     }
 }

@@ -107,15 +107,15 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/auth/oidc/callback": {
+    "/api/v1/auth/oidc/callback/{provider}": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        /** Single sign-on redirect target (sets the session cookie, redirects into the UI) */
-        get: operations["get_auth_oidc_callback"];
+        /** Single sign-on redirect target, one per provider id (sets the session cookie, redirects into the UI) */
+        get: operations["get_auth_oidc_callback__provider_"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1883,7 +1883,7 @@ export interface operations {
             };
         };
     };
-    get_auth_oidc_callback: {
+    get_auth_oidc_callback__provider_: {
         parameters: {
             query?: {
                 /** @description From the identity provider */
@@ -1894,9 +1894,14 @@ export interface operations {
                 error?: string;
                 /** @description From the identity provider */
                 error_description?: string;
+                /** @description From the identity provider (RFC 9207) */
+                iss?: string;
             };
             header?: never;
-            path?: never;
+            path: {
+                /** @description Id or name */
+                provider: string;
+            };
             cookie?: never;
         };
         requestBody?: never;

@@ -22,6 +22,6 @@ describe("oidc URLs", () => {
     expect(oidcStartUrl("a b", "p&q", "/t/1/nodes")).toBe("/api/v1/auth/oidc/start?tenant=a+b&provider=p%26q&returnTo=%2Ft%2F1%2Fnodes");
   });
   it("builds the redirect URI from the page's origin", () => {
-    expect(oidcRedirectUri("https://cvlan.example.com")).toBe("https://cvlan.example.com/api/v1/auth/oidc/callback");
+    expect(oidcRedirectUri("https://cvlan.example.com", "p-1")).toBe("https://cvlan.example.com/api/v1/auth/oidc/callback/p-1");
   });
 });

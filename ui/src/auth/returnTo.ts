@@ -18,4 +18,6 @@ export function oidcStartUrl(tenant: string, provider: string, returnTo: string)
 }
 
 /** The redirect URI an admin registers at the identity provider. */
-export const oidcRedirectUri = (origin: string) => `${origin}/api/v1/auth/oidc/callback`;
+/** Each provider has its own redirect URI (the control plane refuses answers that come back to another's). */
+export const oidcRedirectUri = (origin: string, providerId: string) =>
+  `${origin}/api/v1/auth/oidc/callback/${encodeURIComponent(providerId)}`;

@@ -203,7 +203,6 @@ export function SsoPage() {
   const confirmed = useConfirmed();
   const [editing, setEditing] = useState<OidcProvider | "new" | null>(null);
   const canWrite = caps.can("oidcProvider", "write", t.id);
-  const redirectUri = oidcRedirectUri(window.location.origin);
   const unsupported = isStatus(list.error, 404, 405) && list.items.length === 0;
 
   return (
@@ -217,7 +216,7 @@ export function SsoPage() {
       </PageHeader>
       <div className="callout">
         <div>
-          Redirect URI to register at the identity provider: <Mono>{redirectUri}</Mono> <CopyButton text={redirectUri} />
+          Register each provider's own redirect URI (in its row below, once saved) at the identity provider.
         </div>
         <div className="muted small-text">
           People sign in on the login page with the tenant name <Mono>{t.name}</Mono>.
@@ -252,6 +251,10 @@ export function SsoPage() {
               cell: (p) => (
                 <div className="stack">
                   <Mono>{p.issuer}</Mono>
+                  <span className="small-text">
+                    redirect URI <Mono>{oidcRedirectUri(window.location.origin, p.id ?? "")}</Mono>{" "}
+                    <CopyButton text={oidcRedirectUri(window.location.origin, p.id ?? "")} />
+                  </span>
                   <span className="small-text">
                     client <Mono>{p.clientId}</Mono> · secret{" "}
                     <Badge tone={p.clientSecretSet ? "ok" : "neutral"}>{p.clientSecretSet ? "set" : "not set"}</Badge>

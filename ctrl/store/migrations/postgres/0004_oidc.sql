@@ -20,6 +20,8 @@ CREATE TABLE oidc_logins (
   return_to TEXT NOT NULL,
   expires_at BIGINT NOT NULL
 );
+CREATE INDEX oidc_logins_expiry ON oidc_logins (expires_at);
+CREATE INDEX oidc_logins_provider ON oidc_logins (provider_id);
 
 CREATE TABLE oidc_identities (
   provider_id TEXT NOT NULL REFERENCES oidc_providers(id) ON DELETE CASCADE,
