@@ -108,6 +108,9 @@ pub enum Cmd {
     /// Static external WireGuard peers of a CVLAN.
     #[command(subcommand, name = "external-peer")]
     ExternalPeer(ExternalPeerCmd),
+    /// A tenant's single sign-on (OpenID Connect) providers.
+    #[command(subcommand)]
+    Sso(SsoCmd),
     /// The audit log of a tenant, or of everything without --tenant.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -507,6 +510,93 @@ pub enum ExternalPeerCmd {
         t: Tenant,
         /// External peer name or id.
         peer: String,
+    },
+}
+
+/// Settings of an SSO provider shared by create and update.
+#[derive(Debug, clap::Args)]
+pub struct SsoSettings {
+    /// Label of the sign-in button.
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Client secret from the environment variable CVLAN_SSO_CLIENT_SECRET (never a flag: it
+    /// would show in `ps` and shell history).
+    #[arg(long)]
+    pub client_secret_from_env: bool,
+    /// Email domain allowed to sign in (repeatable; replaces the list; none = any).
+    #[arg(long = "allowed-domain", value_name = "DOMAIN")]
+    pub allowed_domains: Vec<String>,
+    /// Claim carrying the IdP groups [server default: groups].
+    #[arg(long)]
+    pub groups_claim: Option<String>,
+    /// IdP group → tenant group id, as CLAIM=GROUP_ID (repeatable; replaces the list).
+    #[arg(long = "map", value_name = "CLAIM=GROUP_ID", value_parser = crate::parse::mapping)]
+    pub mappings: Vec<(String, String)>,
+    /// Role of users created at their first sign-in: viewer, operator, admin.
+    #[arg(long, value_parser = crate::parse::role)]
+    pub default_role: Option<&'static str>,
+    /// Extra scope to request (repeatable; replaces the list).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SsoCmd {
+    /// List a tenant's SSO providers (never their secrets).
+    List {
+        #[command(flatten)]
+        t: Tenant,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show an SSO provider.
+    Get {
+        #[command(flatten)]
+        t: Tenant,
+        /// Provider name or id.
+        provider: String,
+    },
+    /// Add an OpenID Connect provider; register the printed redirect URI at the provider.
+    Create {
+        #[command(flatten)]
+        t: Tenant,
+        /// Name (DNS label), used in sign-in links.
+        name: String,
+        /// Issuer URL (https).
+        #[arg(long)]
+        issuer: String,
+        /// OAuth client id.
+        #[arg(long)]
+        client_id: String,
+        #[command(flatten)]
+        s: SsoSettings,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Change an SSO provider (lists given replace the stored ones).
+    Update {
+        #[command(flatten)]
+        t: Tenant,
+        /// Provider name or id.
+        provider: String,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[command(flatten)]
+        s: SsoSettings,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Remove an SSO provider.
+    Delete {
+        #[command(flatten)]
+        t: Tenant,
+        /// Provider name or id.
+        provider: String,
     },
 }
 

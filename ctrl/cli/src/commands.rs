@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{
     AddressCmd, AuditCmd, AuditFilter, Cli, Cmd, CvlanCmd, ExportFormat, ExternalPeerCmd, GroupCmd,
-    NodeCmd, Output, Paging, PolicyCmd, RegionCmd, RelayCmd, Secret, TenantCmd, TokenCmd, UserCmd,
-    VrouterCmd,
+    NodeCmd, Output, Paging, PolicyCmd, RegionCmd, RelayCmd, Secret, SsoCmd, SsoSettings,
+    TenantCmd, TokenCmd, UserCmd, VrouterCmd,
 };
 use crate::client::Client;
 use crate::config;
@@ -166,6 +166,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Policy(c) => policy(&ctx, c).await,
         Cmd::Node(c) => node(&ctx, c).await,
         Cmd::ExternalPeer(c) => external_peer(&ctx, c).await,
+        Cmd::Sso(c) => sso(&ctx, c).await,
         Cmd::Token(c) => token_cmd(&ctx, c).await,
         Cmd::Vrouter(c) => vrouter(&ctx, c).await,
         Cmd::Region(c) => region(&ctx, c).await,
@@ -590,6 +591,90 @@ async fn external_peer(ctx: &Ctx, c: ExternalPeerCmd) -> Result<()> {
         ExternalPeerCmd::Delete { t, peer } => {
             ctx.delete(N, &["tenants", &t.tenant, "external-peers", &peer], &peer)
                 .await
+        }
+    }
+}
+
+/// Adds the settings given on the command line to an SSO provider body.
+fn sso_fields(mut f: Fields, s: SsoSettings) -> Result<Fields> {
+    if s.client_secret_from_env {
+        match std::env::var("CVLAN_SSO_CLIENT_SECRET") {
+            Ok(v) if !v.is_empty() => f = f.set("clientSecret", v),
+            _ => return usage("--client-secret-from-env: CVLAN_SSO_CLIENT_SECRET is not set"),
+        }
+    }
+    let maps: Vec<Value> = s
+        .mappings
+        .into_iter()
+        .map(|(c, g)| serde_json::json!({"claimValue": c, "group": g}))
+        .collect();
+    Ok(f.opt("displayName", s.display_name)
+        .list("allowedDomains", strings(s.allowed_domains), false)
+        .opt("groupsClaim", s.groups_claim)
+        .list("groupMappings", maps, false)
+        .opt("defaultRole", s.default_role)
+        .list("scopes", strings(s.scopes), false))
+}
+
+async fn sso(ctx: &Ctx, c: SsoCmd) -> Result<()> {
+    const N: Noun = Noun::Sso;
+    match c {
+        SsoCmd::List { t, paging } => {
+            ctx.list(N, &["tenants", &t.tenant, "oidc-providers"], &paging)
+                .await
+        }
+        SsoCmd::Get { t, provider } => {
+            ctx.get(N, &["tenants", &t.tenant, "oidc-providers", &provider])
+                .await
+        }
+        SsoCmd::Create {
+            t,
+            name,
+            issuer,
+            client_id,
+            s,
+            disabled,
+        } => {
+            let f = Fields::default()
+                .set("name", name)
+                .set("issuer", issuer)
+                .set("clientId", client_id)
+                .set("enabled", !disabled);
+            let body = sso_fields(f, s)?.body();
+            ctx.create(N, &["tenants", &t.tenant, "oidc-providers"], body)
+                .await
+        }
+        SsoCmd::Update {
+            t,
+            provider,
+            issuer,
+            client_id,
+            s,
+            enable,
+            disable,
+        } => {
+            let f = Fields::default()
+                .opt("issuer", issuer)
+                .opt("clientId", client_id)
+                .opt("enabled", (enable || disable).then_some(enable));
+            let body = sso_fields(f, s)?.patch(
+                "--issuer, --client-id, --client-secret-from-env, --display-name, --allowed-domain, \
+                 --groups-claim, --map, --default-role, --scope, --enable, --disable",
+            )?;
+            ctx.update(
+                N,
+                &["tenants", &t.tenant, "oidc-providers", &provider],
+                body,
+            )
+            .await
+        }
+        SsoCmd::Delete { t, provider } => {
+            ctx.delete(
+                N,
+                &["tenants", &t.tenant, "oidc-providers", &provider],
+                &provider,
+            )
+            .await
         }
     }
 }

@@ -22,6 +22,7 @@ pub enum Noun {
     Relay,
     Address,
     ExternalPeer,
+    Sso,
     Audit,
 }
 
@@ -41,6 +42,7 @@ impl Noun {
             Noun::Relay => "relay",
             Noun::Address => "address",
             Noun::ExternalPeer => "external peer",
+            Noun::Sso => "SSO provider",
             Noun::Audit => "audit event",
         }
     }
@@ -368,6 +370,27 @@ fn columns(noun: Noun, detail: bool) -> Vec<Col> {
             ("ENDPOINT", |v| text(v, "endpoint")),
             ("ALLOWED IPS", |v| text(v, "allowedIps")),
             ("PUBLIC KEY", |v| text(v, "wgPublicKey")),
+            ("ID", |v| text(v, "id")),
+        ],
+        Noun::Sso => vec![
+            ("NAME", |v| text(v, "name")),
+            ("ISSUER", |v| text(v, "issuer")),
+            ("CLIENT", |v| text(v, "clientId")),
+            ("SECRET", |v| {
+                if v["clientSecretSet"] == Value::Bool(true) {
+                    "set".into()
+                } else {
+                    "-".into()
+                }
+            }),
+            ("DOMAINS", |v| text(v, "allowedDomains")),
+            ("ENABLED", |v| {
+                if v["enabled"] == Value::Bool(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                }
+            }),
             ("ID", |v| text(v, "id")),
         ],
         Noun::Audit if detail => vec![

@@ -195,6 +195,17 @@ pub fn rule(s: &str) -> Result<Value, String> {
     Ok(Value::Object(r))
 }
 
+/// An SSO group mapping `CLAIM=GROUP_ID`.
+///
+/// # Errors
+/// Missing `=` or an empty side.
+pub fn mapping(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((c, g)) if !c.is_empty() && !g.is_empty() => Ok((c.to_string(), g.to_string())),
+        _ => Err(format!("{s:?} is not CLAIM=GROUP_ID")),
+    }
+}
+
 /// A user role as the API names it.
 ///
 /// # Errors

@@ -690,6 +690,92 @@ fn admin_end_to_end(postgres: bool) {
         r.stdout
     );
     admin.ok(&["external-peer", "delete", "--tenant", "acme", "site-a"]);
+
+    // Single sign-on providers: the client secret comes from the environment and never back.
+    let secret = "sso-client-secret-4711-abcdef";
+    let r = admin.run_env(
+        &[
+            "sso",
+            "create",
+            "--tenant",
+            "acme",
+            "corp",
+            "--issuer",
+            "https://idp.example.com",
+            "--client-id",
+            "cvlan",
+            "--client-secret-from-env",
+            "--allowed-domain",
+            "example.com",
+            "--default-role",
+            "operator",
+            "-o",
+            "json",
+        ],
+        &[("CVLAN_SSO_CLIENT_SECRET", secret)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["clientSecretSet"], true);
+    assert_eq!(r.json()["defaultRole"], "ROLE_OPERATOR");
+    assert!(!r.stdout.contains(secret));
+    admin.fails(
+        &[
+            "sso",
+            "create",
+            "--tenant",
+            "acme",
+            "plain",
+            "--issuer",
+            "http://idp.example.com",
+            "--client-id",
+            "x",
+        ],
+        "https",
+    );
+    // Usage errors exit 2 before any request.
+    for (args, msg) in [
+        (
+            &[
+                "sso",
+                "create",
+                "--tenant",
+                "acme",
+                "other",
+                "--issuer",
+                "https://idp.example.com",
+                "--client-id",
+                "x",
+                "--client-secret-from-env",
+            ][..],
+            "CVLAN_SSO_CLIENT_SECRET",
+        ),
+        (
+            &["sso", "update", "--tenant", "acme", "corp"][..],
+            "nothing to update",
+        ),
+    ] {
+        let r = admin.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(msg), "{}", r.stderr);
+    }
+    admin.ok(&[
+        "sso",
+        "update",
+        "--tenant",
+        "acme",
+        "corp",
+        "--disable",
+        "--display-name",
+        "Corp",
+    ]);
+    let r = admin.ok(&["sso", "list", "--tenant", "acme"]);
+    assert!(
+        r.stdout.contains("corp") && r.stdout.contains("set") && r.stdout.contains("no"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains(secret));
+    admin.ok(&["sso", "delete", "--tenant", "acme", "corp"]);
     admin.fails(
         &["node", "expire", "--tenant", "acme", "no-such-node"],
         "not found",
