@@ -453,6 +453,55 @@ impl AdminService for Admin {
         .map(|_| pb::Empty {}));
 
     rpc!(
+        list_oidc_providers,
+        pb::ListRequest,
+        pb::ListOidcProvidersResponse,
+        |s, p, r| {
+            let pg = s
+                .list::<pb::OidcProvider>(&p, Some(&r.tenant), None, &r.page_token, r.page_size)
+                .await?;
+            Ok(pb::ListOidcProvidersResponse {
+                items: pg.items,
+                next_page_token: pg.next,
+            })
+        }
+    );
+    rpc!(
+        get_oidc_provider,
+        pb::ObjectRef,
+        pb::OidcProvider,
+        |s, p, r| s.get::<pb::OidcProvider>(&p, Some(&r.tenant), &r.id).await
+    );
+    rpc!(
+        create_oidc_provider,
+        pb::CreateOidcProviderRequest,
+        pb::OidcProvider,
+        |s, p, r| s
+            .create::<pb::OidcProvider>(&p, Some(&r.tenant), body(r.body))
+            .await
+    );
+    rpc!(
+        update_oidc_provider,
+        pb::UpdateOidcProviderRequest,
+        pb::OidcProvider,
+        |s, p, r| {
+            let rf = body(r.r#ref);
+            s.update::<pb::OidcProvider>(
+                &p,
+                Some(&rf.tenant),
+                &rf.id,
+                body(r.body),
+                &mask(r.update_mask),
+            )
+            .await
+        }
+    );
+    rpc!(delete_oidc_provider, pb::ObjectRef, pb::Empty, |s, p, r| s
+        .delete::<pb::OidcProvider>(&p, Some(&r.tenant), &r.id)
+        .await
+        .map(|_| pb::Empty {}));
+
+    rpc!(
         list_tokens,
         pb::ListRequest,
         pb::ListTokensResponse,

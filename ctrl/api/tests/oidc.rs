@@ -432,3 +432,101 @@ async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_bro
         assert!(!audit.to_string().contains("0800"));
     }
 }
+
+#[tokio::test]
+async fn grpc_manages_sso_providers_with_the_same_rules_and_no_secret_in_answers() {
+    use cvlan_proto::v1 as pb;
+    use cvlan_proto::v1::admin_service_client::AdminServiceClient;
+    for db in databases().await {
+        let h = H::new(&db).await;
+        let (admin, _, viewer) = h.tenant_with_users("acme", "10.7.0.0/24").await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let srv = tokio::spawn(cvlan_api::server::serve(
+            listener,
+            h.router.clone(),
+            None,
+            rx,
+        ));
+        let mut c = AdminServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        fn auth<M>(t: &str, m: M) -> tonic::Request<M> {
+            let mut r = tonic::Request::new(m);
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            r
+        }
+        let body = pb::OidcProvider {
+            name: "corp".into(),
+            issuer: "https://idp.example.com".into(),
+            client_id: "cvlan".into(),
+            client_secret: SECRET.into(),
+            enabled: true,
+            ..Default::default()
+        };
+        let req = |b: pb::OidcProvider| pb::CreateOidcProviderRequest {
+            tenant: "acme".into(),
+            body: Some(b),
+        };
+        let e = c
+            .create_oidc_provider(auth(&viewer, req(body.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let bad = pb::OidcProvider {
+            issuer: "ftp://idp.example.com".into(),
+            ..body.clone()
+        };
+        let e = c
+            .create_oidc_provider(auth(&admin, req(bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let created = c
+            .create_oidc_provider(auth(&admin, req(body)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(created.client_secret.is_empty() && created.client_secret_set);
+        let got = c
+            .get_oidc_provider(auth(
+                &viewer,
+                pb::ObjectRef {
+                    tenant: "acme".into(),
+                    id: "corp".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.id, created.id);
+        assert!(got.client_secret.is_empty() && got.client_secret_set);
+        let listed = c
+            .list_oidc_providers(auth(
+                &admin,
+                pb::ListRequest {
+                    tenant: "acme".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.items.len(), 1);
+        c.delete_oidc_provider(auth(
+            &admin,
+            pb::ObjectRef {
+                tenant: "acme".into(),
+                id: created.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+        let _ = stop.send(true);
+        srv.await.unwrap().unwrap();
+    }
+}

@@ -899,6 +899,10 @@ export interface components {
             body?: components["schemas"]["Group"];
             tenant?: string;
         };
+        CreateOidcProviderRequest: {
+            body?: components["schemas"]["OidcProvider"];
+            tenant?: string;
+        };
         CreatePolicyRequest: {
             body?: components["schemas"]["Policy"];
             tenant?: string;
@@ -1092,6 +1096,10 @@ export interface components {
         };
         ListNodesResponse: {
             items?: components["schemas"]["Node"][];
+            nextPageToken?: string;
+        };
+        ListOidcProvidersResponse: {
+            items?: components["schemas"]["OidcProvider"][];
             nextPageToken?: string;
         };
         ListPoliciesResponse: {
@@ -1363,6 +1371,12 @@ export interface components {
         };
         UpdateNodeRequest: {
             body?: components["schemas"]["Node"];
+            ref?: components["schemas"]["ObjectRef"];
+            /** @description comma-separated field paths */
+            updateMask?: string;
+        };
+        UpdateOidcProviderRequest: {
+            body?: components["schemas"]["OidcProvider"];
             ref?: components["schemas"]["ObjectRef"];
             /** @description comma-separated field paths */
             updateMask?: string;
