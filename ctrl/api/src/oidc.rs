@@ -385,12 +385,7 @@ impl Service {
     /// # Errors
     /// Database errors.
     pub async fn sso_offered(&self, tenant: &str) -> ApiResult<Vec<Offered>> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let Some(t) = entity::find::<pb::Tenant>(&mut c, Scope::Global, tenant).await? else {
             return Ok(Vec::new());
         };
@@ -450,12 +445,7 @@ impl Service {
         redirect_base: &str,
     ) -> Result<(String, Secret), Refused> {
         let p = {
-            let mut c = self
-                .store
-                .pool()
-                .acquire()
-                .await
-                .map_err(cvlan_store::StoreError::from)?;
+            let mut c = self.conn().await?;
             self.sso_tenant_provider(&mut c, tenant, provider).await?.1
         };
         let md = self.sso.metadata(&p.issuer).await?;
@@ -567,12 +557,7 @@ impl Service {
             ));
         }
         let (p, secret) = {
-            let mut c = self
-                .store
-                .pool()
-                .acquire()
-                .await
-                .map_err(cvlan_store::StoreError::from)?;
+            let mut c = self.conn().await?;
             let Some((tid, secret)): Option<(String, String)> =
                 sqlx::query_as("SELECT tenant_id, client_secret FROM oidc_providers WHERE id = $1")
                     .bind(&provider_id)

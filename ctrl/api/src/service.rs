@@ -146,6 +146,16 @@ impl Service {
         })
     }
 
+    /// A pooled connection for reads (writes go through `store.begin_write`).
+    pub(crate) async fn conn(&self) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(cvlan_store::StoreError::from)?)
+    }
+
     pub(crate) fn publish(&self, tenant_id: &str, kind: &'static str, id: &str, op: &'static str) {
         metrics::counter!("cvlan_changes_total", "kind" => kind, "op" => op).increment(1);
         let _ = self.changes.send(Change {
@@ -219,12 +229,7 @@ impl Service {
         page_token: &str,
         page_size: u32,
     ) -> ApiResult<Page<K>> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let t = self.scope_of::<K>(&mut c, p, tenant, Verb::Read).await?;
         let scope = t.as_ref().map_or(Scope::Global, |t| Scope::Tenant(&t.id));
         let mut pg = entity::list::<K>(&mut c, scope, filter, page_token, page_size).await?;
@@ -242,12 +247,7 @@ impl Service {
         tenant: TenantRef<'_>,
         key: &str,
     ) -> ApiResult<K> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let t = self.scope_of::<K>(&mut c, p, tenant, Verb::Read).await?;
         let scope = t.as_ref().map_or(Scope::Global, |t| Scope::Tenant(&t.id));
         let mut e = entity::get::<K>(&mut c, scope, key).await?;
@@ -380,12 +380,7 @@ impl Service {
         page_token: &str,
         page_size: u32,
     ) -> ApiResult<Page<pb::Tenant>> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         if p.role == Role::Superadmin {
             return Ok(entity::list(&mut c, Scope::Global, None, page_token, page_size).await?);
         }
@@ -407,12 +402,7 @@ impl Service {
     /// # Errors
     /// 404 for unknown or other tenants.
     pub async fn get_tenant(&self, p: &Principal, key: &str) -> ApiResult<pb::Tenant> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         self.tenant(&mut c, p, key, Resource::Tenant, Verb::Read)
             .await
     }
@@ -429,12 +419,7 @@ impl Service {
         mask: &[String],
     ) -> ApiResult<pb::Tenant> {
         {
-            let mut c = self
-                .store
-                .pool()
-                .acquire()
-                .await
-                .map_err(cvlan_store::StoreError::from)?;
+            let mut c = self.conn().await?;
             self.tenant(&mut c, p, key, Resource::Tenant, Verb::Write)
                 .await?;
         }
@@ -470,12 +455,7 @@ impl Service {
         page_token: &str,
         page_size: u32,
     ) -> ApiResult<Page<pb::User>> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let scope_tid = self.user_scope(&mut c, p, tenant, Verb::Read).await?;
         Ok(entity::list(&mut c, scope(&scope_tid), None, page_token, page_size).await?)
     }
@@ -506,12 +486,7 @@ impl Service {
         tenant: TenantRef<'_>,
         key: &str,
     ) -> ApiResult<pb::User> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let tid = self.user_scope(&mut c, p, tenant, Verb::Read).await?;
         Ok(entity::get(&mut c, scope(&tid), &key.to_lowercase()).await?)
     }
@@ -869,12 +844,7 @@ impl Service {
     pub async fn authenticate(&self, credential: &str, source: &str) -> ApiResult<Principal> {
         let h = secrets::token_hash(credential.trim());
         let now = time::now_micros();
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         if credential.starts_with("cvk_") {
             let row: Option<(String, String, String)> =
                 sqlx::query_as("SELECT id, user_id, body FROM api_keys WHERE key_hash = $1")
@@ -1227,12 +1197,7 @@ impl Service {
             })?),
         };
         let (ten, cv) = {
-            let mut c = self
-                .store
-                .pool()
-                .acquire()
-                .await
-                .map_err(cvlan_store::StoreError::from)?;
+            let mut c = self.conn().await?;
             let ten = self
                 .tenant(&mut c, p, tenant, Resource::Address, Verb::Write)
                 .await?;
@@ -1271,12 +1236,7 @@ impl Service {
         page_token: &str,
         page_size: u32,
     ) -> ApiResult<Page<pb::AddressReservation>> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let ten = self
             .tenant(&mut c, p, tenant, Resource::Address, Verb::Read)
             .await?;
@@ -1302,12 +1262,7 @@ impl Service {
         cvlan: &str,
         key: &str,
     ) -> ApiResult<pb::AddressReservation> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let ten = self
             .tenant(&mut c, p, tenant, Resource::Address, Verb::Read)
             .await?;
@@ -1363,12 +1318,7 @@ impl Service {
     /// # Errors
     /// RBAC and not-found errors.
     pub async fn delete_node(&self, p: &Principal, tenant: &str, key: &str) -> ApiResult<()> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         let ten = self
             .tenant(&mut c, p, tenant, Resource::Node, Verb::Write)
             .await?;
@@ -1392,12 +1342,7 @@ impl Service {
         page_token: &str,
         page_size: u32,
     ) -> ApiResult<Page<pb::AuditEvent>> {
-        let mut c = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(cvlan_store::StoreError::from)?;
+        let mut c = self.conn().await?;
         f.tenant_id = match tenant {
             Some(t) => Some(
                 self.tenant(&mut c, p, t, Resource::Audit, Verb::Read)
