@@ -1077,23 +1077,13 @@ async fn a_database_made_by_the_first_schema_migrates_and_keeps_its_data() {
 
 #[tokio::test]
 async fn grpc_admin_service_shares_auth_and_rbac_with_rest() {
+    use common::auth;
     use cvlan_proto::v1 as pb;
-    use cvlan_proto::v1::admin_service_client::AdminServiceClient;
     for db in databases().await {
         let h = H::new(&db).await;
         let (_, _, viewer) = h.tenant_with_users("acme", "10.7.0.0/24").await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let srv = tokio::spawn(cvlan_api::server::serve(
-            listener,
-            h.router.clone(),
-            None,
-            rx,
-        ));
-        let mut c = AdminServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut g = h.grpc().await;
+        let c = &mut g.client;
         let login = c
             .login(pb::LoginRequest {
                 email: common::ROOT_EMAIL.into(),
@@ -1102,12 +1092,6 @@ async fn grpc_admin_service_shares_auth_and_rbac_with_rest() {
             .await
             .unwrap()
             .into_inner();
-        fn auth<M>(t: &str, m: M) -> tonic::Request<M> {
-            let mut r = tonic::Request::new(m);
-            r.metadata_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-            r
-        }
         let cv = c
             .create_cvlan(auth(
                 &login.token,
@@ -1171,8 +1155,7 @@ async fn grpc_admin_service_shares_auth_and_rbac_with_rest() {
             .await
             .unwrap_err();
         assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-        stop.send(true).unwrap();
-        srv.await.unwrap().unwrap();
+        g.stop().await;
     }
 }
 

@@ -435,29 +435,13 @@ async fn sign_in_endpoints_refuse_unknown_providers_stale_states_and_foreign_bro
 
 #[tokio::test]
 async fn grpc_manages_sso_providers_with_the_same_rules_and_no_secret_in_answers() {
+    use common::auth;
     use cvlan_proto::v1 as pb;
-    use cvlan_proto::v1::admin_service_client::AdminServiceClient;
     for db in databases().await {
         let h = H::new(&db).await;
         let (admin, _, viewer) = h.tenant_with_users("acme", "10.7.0.0/24").await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let srv = tokio::spawn(cvlan_api::server::serve(
-            listener,
-            h.router.clone(),
-            None,
-            rx,
-        ));
-        let mut c = AdminServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
-        fn auth<M>(t: &str, m: M) -> tonic::Request<M> {
-            let mut r = tonic::Request::new(m);
-            r.metadata_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-            r
-        }
+        let mut g = h.grpc().await;
+        let c = &mut g.client;
         let body = pb::OidcProvider {
             name: "corp".into(),
             issuer: "https://idp.example.com".into(),
@@ -526,7 +510,6 @@ async fn grpc_manages_sso_providers_with_the_same_rules_and_no_secret_in_answers
         ))
         .await
         .unwrap();
-        let _ = stop.send(true);
-        srv.await.unwrap().unwrap();
+        g.stop().await;
     }
 }

@@ -180,3 +180,48 @@ impl H {
         (toks[0].clone(), toks[1].clone(), toks[2].clone())
     }
 }
+
+/// The router served over real HTTP/2 on loopback, with an AdminService client connected.
+pub struct Grpc {
+    pub client:
+        cvlan_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    stop: tokio::sync::watch::Sender<bool>,
+    srv: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl H {
+    pub async fn grpc(&self) -> Grpc {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let srv = tokio::spawn(cvlan_api::server::serve(
+            listener,
+            self.router.clone(),
+            None,
+            rx,
+        ));
+        let client = cvlan_proto::v1::admin_service_client::AdminServiceClient::connect(format!(
+            "http://{addr}"
+        ))
+        .await
+        .unwrap();
+        Grpc { client, stop, srv }
+    }
+}
+
+impl Grpc {
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(self) {
+        drop(self.client);
+        self.stop.send(true).unwrap();
+        self.srv.await.unwrap().unwrap();
+    }
+}
+
+/// A request carrying a bearer token.
+pub fn auth<M>(t: &str, m: M) -> tonic::Request<M> {
+    let mut r = tonic::Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    r
+}
