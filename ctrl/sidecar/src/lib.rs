@@ -1,0 +1,1 @@
+//! vrouterd: the gateway's control sidecar.

@@ -1,0 +1,2 @@
+//! vrouter-dpdk.
+fn main() {}
