@@ -616,6 +616,12 @@ impl AdminService for Admin {
         .delete::<pb::Vrouter>(&p, None, &r.id)
         .await
         .map(|_| pb::Empty {}));
+    async fn create_vrouter_join_token(
+        &self,
+        _req: Request<pb::CreateVrouterJoinTokenRequest>,
+    ) -> Result<Response<pb::VrouterJoinToken>, Status> {
+        Err(Status::unimplemented("vrouter join tokens are not implemented yet"))
+    }
 
     rpc!(
         list_regions,
