@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub mod cvlan;
+pub mod gateway;
 
 /// Every namespace the lab makes starts with this; `hw-lab/lab.sh down` removes them all.
 pub const PREFIX: &str = "cvlab-";
@@ -264,6 +265,31 @@ impl Lab {
             source,
         })?;
         Ok(host)
+    }
+
+    /// Connects two hosts with a point-to-point veth pair (`a_if` in `a`, `b_if` in `b`), both
+    /// ends up and without addresses — for topologies beside the shared bridge, such as a
+    /// gateway's data ports. IPv6 is disabled on both ends so that no router solicitations or
+    /// duplicate-address probes show up on a port a packet framework owns. The pair goes away
+    /// with the namespaces.
+    ///
+    /// # Errors
+    /// When `ip` or `sysctl` fails (names longer than 15 bytes, a name already used, …).
+    pub fn link(&self, a: &Host, a_if: &str, b: &Host, b_if: &str) -> Result<()> {
+        ip([
+            "-n", &a.netns, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns",
+            &b.netns,
+        ])?;
+        for (h, ifname) in [(a, a_if), (b, b_if)] {
+            h.run_ok([
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+            ])?;
+            ip(["-n", &h.netns, "link", "set", ifname, "up"])?;
+        }
+        Ok(())
     }
 
     /// Every namespace of this lab, the underlay first.
