@@ -2,7 +2,7 @@
 # Installs what CloudVLAN needs to build and test on Debian 12 (run as root). Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=(build-essential pkg-config curl ca-certificates git postgresql postgresql-client iproute2 jq iputils-ping wireguard-go wireguard-tools iperf3 socat)
+need=(build-essential pkg-config curl ca-certificates git postgresql postgresql-client iproute2 jq iputils-ping wireguard-go wireguard-tools iperf3 socat ethtool libdpdk-dev libclang-dev)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

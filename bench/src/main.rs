@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod fastpath;
+mod gateway;
 mod ipam;
 mod netmap;
 mod policy;
@@ -29,6 +30,9 @@ enum Cmd {
     /// TCP throughput between two lab namespaces: raw veth, wireguard-go, boringtun-cli,
     /// cvlan-wg and cvlan agents side by side (root; iperf3, wg).
     Wg(wg::Args),
+    /// Through the gateway (vrouter-dpdk + vrouterd) vs direct agent to agent: TCP throughput
+    /// and ping latency between the same two agents (root; iperf3, ethtool).
+    Gateway(gateway::Args),
     /// Policy compiler: compile time for every node's filter; Matcher::decide vs the linear Filter::evaluate.
     Policy(policy::Args),
     /// Network-map hub: time from one change to every connected node's delta, vs rebuilding every map.
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ipam(a) => ipam::run(a),
         Cmd::Fastpath(a) => fastpath::run(a),
         Cmd::Wg(a) => wg::run(a),
+        Cmd::Gateway(a) => gateway::run(a),
         Cmd::Policy(a) => policy::run(a),
         Cmd::Netmap(a) => netmap::run(a),
     }

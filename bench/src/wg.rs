@@ -338,7 +338,7 @@ fn cores() -> usize {
         .unwrap_or(1)
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     let p = Path::new(tool);
     if p.components().count() > 1 {
         return p.is_file();
@@ -350,7 +350,7 @@ fn on_path(tool: &str) -> bool {
 
 /// Runs iperf3 from `client` to `dst` (served in `server`); returns (received bits/s,
 /// retransmits).
-fn iperf(
+pub(crate) fn iperf(
     client: &Host,
     server: &Host,
     dst: IpAddr,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cvlan::{Secret, find_binary};
-use crate::{Error, Host, Proc, Result, wait_until};
+use crate::{Error, Host, Lab, Proc, Result, wait_until};
 
 /// The gateway binaries of a build: `vrouterd`, `vrouterctl`, `vrouter-dpdk`.
 #[derive(Clone, Debug)]
@@ -51,6 +51,59 @@ pub struct Port {
     pub iface: String,
     /// Address with prefix length.
     pub addr: String,
+}
+
+impl Port {
+    /// Ports `p0`…`p<n-1>` answering as `10.251.<i+1>.1/24`: one point-to-point link per
+    /// agent host (see [`link_agent`]).
+    pub fn lab_ports(n: usize) -> Vec<Port> {
+        (0..n)
+            .map(|i| Port {
+                iface: format!("p{i}"),
+                addr: format!("10.251.{}.1/24", i + 1),
+            })
+            .collect()
+    }
+}
+
+/// Links `host` to the gateway's port `p<index>` (from [`Port::lab_ports`]): `gw0` in the host
+/// gets `10.251.<index+1>.2/24` and a route to the gateway's underlay address over it, with
+/// the offloads turned off that would hand af_packet unsegmented UDP super-packets and partial
+/// checksums across the veth.
+///
+/// # Errors
+/// When `ip`, `sysctl` or `ethtool` fails.
+pub fn link_agent(lab: &Lab, gw: &Gateway, host: &Host, index: usize) -> Result<()> {
+    lab.link(gw.host(), &format!("p{index}"), host, "gw0")?;
+    let net = index + 1;
+    let under = gw.underlay().ip().to_string();
+    let via = format!("10.251.{net}.1");
+    host.run_ok([
+        "ip",
+        "addr",
+        "add",
+        &format!("10.251.{net}.2/24"),
+        "dev",
+        "gw0",
+    ])?;
+    host.run_ok(["ip", "route", "add", &under, "via", &via])?;
+    host.run_ok([
+        "ethtool", "-K", "gw0", "tx", "off", "gso", "off", "tso", "off",
+    ])?;
+    Ok(())
+}
+
+/// Leaves `host` only `keep` (the control plane) on the lab bridge: blackhole routes for the
+/// rest of 10.250.0.0/24 and no IPv6 on `eth0`, so it cannot reach the other hosts directly.
+///
+/// # Errors
+/// When `ip` or `sysctl` fails.
+pub fn isolate_on_bridge(host: &Host, keep: std::net::Ipv4Addr) -> Result<()> {
+    host.run_ok(["ip", "route", "add", "blackhole", "10.250.0.0/25"])?;
+    host.run_ok(["ip", "route", "add", "blackhole", "10.250.0.128/25"])?;
+    host.run_ok(["ip", "route", "add", &format!("{keep}/32"), "dev", "eth0"])?;
+    host.run_ok(["sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1"])?;
+    Ok(())
 }
 
 /// A gateway in one lab host. Dropping it stops both daemons and removes the table segment.

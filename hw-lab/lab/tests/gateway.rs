@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cvlan_lab::cvlan::{Agent, Binaries, ControlPlane, Secret};
-use cvlan_lab::gateway::{Gateway, GatewayBinaries, Port};
+use cvlan_lab::gateway::{Gateway, GatewayBinaries, Port, isolate_on_bridge, link_agent};
 use cvlan_lab::{Host, Lab, wait_until};
 use serde_json::Value;
 
@@ -91,12 +91,7 @@ impl World {
                 .to_string(),
         );
         let gwh = lab.add_host("gw").unwrap();
-        let ports = (0..4)
-            .map(|i| Port {
-                iface: format!("p{i}"),
-                addr: format!("10.251.{}.1/24", i + 1),
-            })
-            .collect();
+        let ports = Port::lab_ports(4);
         let mut gw = Gateway::new(&gwh, &gbins, UNDERLAY.parse().unwrap(), ports);
         gw.start_dataplane().unwrap();
         gw.start_sidecar(&cp.node_url(), &token)
@@ -117,39 +112,9 @@ impl World {
     /// bridge, joined to `tenant`/`cvlan`.
     fn join(&mut self, name: &str, tenant: &str, cvlan: &str) -> &Agent {
         let host = self.lab.add_host(name).unwrap();
-        let i = self.links;
+        link_agent(&self.lab, &self.gw, &host, self.links).unwrap();
         self.links += 1;
-        self.lab
-            .link(self.gw.host(), &format!("p{i}"), &host, "gw0")
-            .unwrap();
-        let net = i + 1;
-        let ctrl = format!("{}/32", self.ctrl_ip);
-        let under = self.gw.underlay().ip().to_string();
-        let via = format!("10.251.{net}.1");
-        for cmd in [
-            vec![
-                "ip",
-                "addr",
-                "add",
-                &format!("10.251.{net}.2/24"),
-                "dev",
-                "gw0",
-            ][..]
-                .to_vec(),
-            vec!["ip", "route", "add", &under, "via", &via],
-            // Only the control plane stays reachable on the bridge.
-            vec!["ip", "route", "add", "blackhole", "10.250.0.0/25"],
-            vec!["ip", "route", "add", "blackhole", "10.250.0.128/25"],
-            vec!["ip", "route", "add", &ctrl, "dev", "eth0"],
-            vec!["sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1"],
-            // The agent's UDP segmentation and checksum offloads would hand af_packet
-            // unsegmented super-packets and partial checksums across the veth.
-            vec![
-                "ethtool", "-K", "gw0", "tx", "off", "gso", "off", "tso", "off",
-            ],
-        ] {
-            host.run_ok(&cmd).unwrap();
-        }
+        isolate_on_bridge(&host, self.ctrl_ip).unwrap();
         let (_, token) = self.cp.create_token(tenant, cvlan, &[]).unwrap();
         let agent = Agent::start(&host, &self.bins).unwrap();
         agent
