@@ -196,6 +196,10 @@ impl Gateway {
             self.host.netns().to_string(),
             "--metrics-listen".into(),
             "127.0.0.1:9436".into(),
+            // A polling worker would take a whole core of a small test machine from the
+            // agents and the traffic tools; sleep briefly once idle instead.
+            "--idle-sleep-us".into(),
+            "50".into(),
         ];
         for p in &self.ports {
             args.push("--port".into());
