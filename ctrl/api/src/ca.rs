@@ -1,6 +1,6 @@
 //! The control plane's built-in certificate authority for the node listener: it issues node
-//! client certificates (mTLS on Sync) from the nodes' own CSRs, and the node listener's server
-//! certificate. Key and certificate are created once and shared by replicas through the
+//! and vrouter client certificates (mTLS on Sync) from their own CSRs, and the node listener's
+//! server certificate. Key and certificate are created once and shared by replicas through the
 //! database; agents pin the CA by the SHA-256 of its certificate, carried in registration tokens.
 
 use std::sync::Arc;
@@ -42,6 +42,20 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 fn to_offset(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
+
+/// Who a client certificate was issued to. A node certificate's subject is just `CN=<node id>`;
+/// a vrouter certificate's is `CN=vrouter:<vrouter id>, OU=vrouter`. Each reader checks both
+/// marks, so one kind can never pass for the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A registered node (cvlan-agent).
+    Node(String),
+    /// An enrolled gateway (vrouterd).
+    Vrouter(String),
+}
+
+const VROUTER_CN_PREFIX: &str = "vrouter:";
+const VROUTER_OU: &str = "vrouter";
 
 /// Lowercase hex SHA-256 of a DER certificate: the pin agents compare against.
 pub fn pin_of(der: &[u8]) -> String {
@@ -122,15 +136,15 @@ impl Ca {
         &self.pem
     }
 
-    /// Signs a node's CSR into a client certificate for `node_id`, valid for `ttl`. Only the
-    /// CSR's public key is used: subject, names and usages are set here.
+    /// Signs a CSR into a client certificate for `who`, valid for `ttl`. Only the CSR's public
+    /// key is used: subject, names and usages are set here.
     ///
     /// # Errors
     /// [`ApiError::BadRequest`] for a malformed CSR or a bad CSR signature.
     pub fn issue_client(
         &self,
         csr_pem: &str,
-        node_id: &str,
+        who: &Identity,
         ttl: Duration,
     ) -> ApiResult<(String, SystemTime)> {
         if csr_pem.len() > 16 * 1024 {
@@ -142,7 +156,13 @@ impl Ca {
         let expires = now + ttl;
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, node_id);
+        match who {
+            Identity::Node(id) => dn.push(DnType::CommonName, id.as_str()),
+            Identity::Vrouter(id) => {
+                dn.push(DnType::CommonName, format!("{VROUTER_CN_PREFIX}{id}"));
+                dn.push(DnType::OrganizationalUnitName, VROUTER_OU);
+            }
+        }
         p.distinguished_name = dn;
         p.not_before = to_offset(now - Duration::from_secs(300));
         p.not_after = to_offset(expires);
@@ -197,11 +217,41 @@ impl Ca {
     }
 }
 
-/// The node id a verified client certificate was issued for (its subject common name).
-pub fn node_id_of(cert: &[u8]) -> Option<String> {
+/// Who a verified client certificate was issued to; None for anything not made by
+/// [`Ca::issue_client`] (no or several common names, or only one of the vrouter marks).
+pub fn identity_of(cert: &[u8]) -> Option<Identity> {
     let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let cn = c.subject().iter_common_name().next()?.as_str().ok()?;
-    Some(cn.to_string())
+    let subject = c.subject();
+    let mut cns = subject.iter_common_name();
+    let cn = cns.next()?.as_str().ok()?;
+    if cns.next().is_some() {
+        return None;
+    }
+    let ous: Vec<&str> = subject
+        .iter_organizational_unit()
+        .map(|o| o.as_str().unwrap_or_default())
+        .collect();
+    match (cn.strip_prefix(VROUTER_CN_PREFIX), ous.as_slice()) {
+        (Some(id), [VROUTER_OU]) if !id.is_empty() => Some(Identity::Vrouter(id.to_string())),
+        (None, []) if !cn.is_empty() && !cn.contains(':') => Some(Identity::Node(cn.to_string())),
+        _ => None,
+    }
+}
+
+/// The node id a verified client certificate was issued for; None for vrouter certificates.
+pub fn node_id_of(cert: &[u8]) -> Option<String> {
+    match identity_of(cert)? {
+        Identity::Node(id) => Some(id),
+        Identity::Vrouter(_) => None,
+    }
+}
+
+/// The vrouter id a verified client certificate was issued for; None for node certificates.
+pub fn vrouter_id_of(cert: &[u8]) -> Option<String> {
+    match identity_of(cert)? {
+        Identity::Vrouter(id) => Some(id),
+        Identity::Node(_) => None,
+    }
 }
 
 fn pem_encode(der: &[u8]) -> String {
@@ -237,7 +287,11 @@ mod tests {
         assert_eq!(a.pin().len(), 64);
         let (_k, pem) = csr();
         let (cert, exp) = a
-            .issue_client(&pem, "node-123", Duration::from_secs(3600))
+            .issue_client(
+                &pem,
+                &Identity::Node("node-123".into()),
+                Duration::from_secs(3600),
+            )
             .unwrap();
         assert!(exp > SystemTime::now());
         let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
@@ -245,16 +299,61 @@ mod tests {
     }
 
     #[test]
+    fn node_and_vrouter_certificates_are_never_taken_for_each_other() {
+        let ca = Ca::from_blob(&generate().unwrap()).unwrap();
+        let (_k, pem) = csr();
+        let der = |who: Identity| {
+            let (c, _) = ca
+                .issue_client(&pem, &who, Duration::from_secs(60))
+                .unwrap();
+            rustls::pki_types::CertificateDer::from_pem_slice(c.as_bytes()).unwrap()
+        };
+        // The same id in both kinds.
+        let node = der(Identity::Node("0190-abc".into()));
+        let vr = der(Identity::Vrouter("0190-abc".into()));
+        assert_eq!(node_id_of(&node).as_deref(), Some("0190-abc"));
+        assert_eq!(vrouter_id_of(&node), None);
+        assert_eq!(vrouter_id_of(&vr).as_deref(), Some("0190-abc"));
+        assert_eq!(node_id_of(&vr), None);
+        // A node whose id looked like a vrouter's common name is neither.
+        assert_eq!(identity_of(&der(Identity::Node("vrouter:x".into()))), None);
+        assert_eq!(identity_of(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn a_certificate_with_only_one_of_the_vrouter_marks_is_refused() {
+        let k = KeyPair::generate().unwrap();
+        let cert = |cn: &str, ou: Option<&str>| {
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, cn);
+            if let Some(ou) = ou {
+                dn.push(DnType::OrganizationalUnitName, ou);
+            }
+            p.distinguished_name = dn;
+            p.self_signed(&k).unwrap().der().clone()
+        };
+        assert_eq!(identity_of(&cert("vrouter:v1", None)), None);
+        assert_eq!(identity_of(&cert("v1", Some("vrouter"))), None);
+        assert_eq!(identity_of(&cert("vrouter:v1", Some("other"))), None);
+        assert_eq!(
+            identity_of(&cert("vrouter:v1", Some("vrouter"))),
+            Some(Identity::Vrouter("v1".into()))
+        );
+    }
+
+    #[test]
     fn garbage_or_tampered_csrs_are_refused() {
         let ca = Ca::from_blob(&generate().unwrap()).unwrap();
+        let n = Identity::Node("n".into());
         assert!(
-            ca.issue_client("nope", "n", Duration::from_secs(60))
+            ca.issue_client("nope", &n, Duration::from_secs(60))
                 .is_err()
         );
         let (_k, pem) = csr();
         let tampered = pem.replacen('A', "B", 1);
         assert!(
-            ca.issue_client(&tampered, "n", Duration::from_secs(60))
+            ca.issue_client(&tampered, &n, Duration::from_secs(60))
                 .is_err()
         );
     }

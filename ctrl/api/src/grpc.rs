@@ -616,12 +616,14 @@ impl AdminService for Admin {
         .delete::<pb::Vrouter>(&p, None, &r.id)
         .await
         .map(|_| pb::Empty {}));
-    async fn create_vrouter_join_token(
-        &self,
-        _req: Request<pb::CreateVrouterJoinTokenRequest>,
-    ) -> Result<Response<pb::VrouterJoinToken>, Status> {
-        Err(Status::unimplemented("vrouter join tokens are not implemented yet"))
-    }
+    rpc!(
+        create_vrouter_join_token,
+        pb::CreateVrouterJoinTokenRequest,
+        pb::VrouterJoinToken,
+        |s, p, r| s
+            .create_vrouter_join_token(&p, &r.vrouter, r.ttl_seconds)
+            .await
+    );
 
     rpc!(
         list_regions,

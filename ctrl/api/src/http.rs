@@ -655,6 +655,22 @@ async fn h_token_create(
         Json(a.svc.create_token(&p, ps.get("tenant")?, t, ttl).await?),
     ))
 }
+async fn h_vrouter_join_token(
+    State(a): S,
+    p: Principal,
+    ps: Params,
+    // proto3 JSON: ttlSeconds (uint64) may come as a number or a string.
+    Body(r, _): Body<pb::CreateVrouterJoinTokenRequest>,
+) -> ApiResult<(StatusCode, Json<pb::VrouterJoinToken>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            a.svc
+                .create_vrouter_join_token(&p, ps.get("id")?, r.ttl_seconds)
+                .await?,
+        ),
+    ))
+}
 async fn h_token_revoke(
     State(a): S,
     p: Principal,
@@ -1474,6 +1490,15 @@ fn table() -> Vec<Op> {
         true,
     );
     crud::<pb::Vrouter>(&mut v, "/api/v1/vrouters", "Vrouter", "vrouters", true);
+    v.push(op(
+        "POST",
+        "/api/v1/vrouters/{id}/join-tokens",
+        "Create a single-use join token for a vrouter (superadmin; shown once); body {ttlSeconds?}: default 3600, at most 604800",
+        "vrouters",
+        Some("CreateVrouterJoinTokenRequest"),
+        Out::One("VrouterJoinToken"),
+        post(h_vrouter_join_token),
+    ));
     crud::<pb::Region>(&mut v, "/api/v1/regions", "Region", "regions", true);
     crud::<pb::Relay>(&mut v, "/api/v1/relays", "Relay", "relays", true);
     v

@@ -7,6 +7,8 @@
 
 pub mod ca;
 pub mod error;
+pub mod gateway;
+pub mod gateway_grpc;
 pub mod grpc;
 pub mod http;
 pub mod jobs;
@@ -21,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod throttle;
 pub mod tokens;
+pub mod vrouters;
 
 use std::sync::{Arc, OnceLock};
 
@@ -65,9 +68,11 @@ pub async fn build_app(
     }))
 }
 
-/// The node listener's router: NodeService over a fresh network-map hub (which runs until
-/// `stop` flips).
+/// The node listener's router: NodeService (agents) and GatewayService (vrouters) over a fresh
+/// network-map hub (which runs until `stop` flips).
 pub fn node_router(svc: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) -> axum::Router {
     let hub = netmap::Hub::start(svc.clone(), stop);
-    node_grpc::routes(svc, hub)
+    tonic::service::Routes::new(node_grpc::service(svc.clone(), hub.clone()))
+        .add_service(gateway_grpc::service(svc, hub))
+        .into_axum_router()
 }

@@ -10,6 +10,12 @@
 //! map of every node.
 //!
 //! The per-map computations (`peer_of_*`, `State::build`, `diff`) are plain functions.
+//!
+//! The hub also holds the vrouters' gateway streams: a vrouter's tenants' worlds stay loaded
+//! while it is connected, and any change to them (or to the vrouter) marks its stream dirty;
+//! dirty streams get a fresh GatewayTables snapshot (from `gateway::tables`) after a short
+//! debounce, when something in it changed. In a hub-and-spoke CVLAN served by an enrolled
+//! vrouter a node's only node-peer is that vrouter (`gateway::gateway_of`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -24,11 +30,16 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::error::{ApiError, ApiResult};
+use crate::gateway;
 use crate::nodes::expired;
 use crate::service::{Change, Service};
 
 /// Where a session's updates go.
 pub type Out = mpsc::Sender<Result<pb::SyncResponse, Status>>;
+/// Where a gateway stream's updates go.
+pub type GwOut = mpsc::Sender<Result<pb::GatewaySyncResponse, Status>>;
+/// How long a changed gateway stream waits for more changes before its snapshot is rebuilt.
+const GW_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// How long a disconnected node's last map is kept for a resume.
 const PARK_TTL: Duration = Duration::from_secs(600);
@@ -50,6 +61,15 @@ enum Cmd {
     Stats {
         reply: oneshot::Sender<HubStats>,
     },
+    GatewayConnect {
+        vrouter_id: String,
+        out: GwOut,
+        conn: u64,
+    },
+    GatewayDisconnect {
+        vrouter_id: String,
+        conn: u64,
+    },
 }
 
 /// Counters for tests and metrics.
@@ -63,6 +83,10 @@ pub struct HubStats {
     pub sent: u64,
     /// Filters compiled since start.
     pub filters_compiled: u64,
+    /// Connected gateway streams.
+    pub gateways: usize,
+    /// Gateway snapshots sent since start.
+    pub gateway_sent: u64,
 }
 
 /// Handle to the hub task.
@@ -87,11 +111,22 @@ impl Hub {
             version: u64::try_from(time::now_micros()).unwrap_or(1),
             stats: HubStats::default(),
             last_presence: Instant::now(),
+            vrouters: None,
+            gateways: HashMap::new(),
+            gw_dirty: BTreeSet::new(),
+            gw_flush_at: None,
         };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             loop {
+                let flush_at = task.gw_flush_at;
                 tokio::select! {
+                    _ = async {
+                        match flush_at {
+                            Some(t) => tokio::time::sleep_until(t.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => task.flush_gateways(),
                     c = rx.recv() => match c {
                         Some(c) => task.command(c).await,
                         None => break,
@@ -114,6 +149,11 @@ impl Hub {
             }
             for (_, s) in task.sessions.drain() {
                 let _ = s
+                    .out
+                    .try_send(Err(Status::unavailable("control plane shutting down")));
+            }
+            for (_, g) in task.gateways.drain() {
+                let _ = g
                     .out
                     .try_send(Err(Status::unavailable("control plane shutting down")));
             }
@@ -143,6 +183,29 @@ impl Hub {
     pub fn disconnect(&self, node_id: &str, conn: u64) {
         let _ = self.tx.send(Cmd::Disconnect {
             node_id: node_id.to_string(),
+            conn,
+        });
+    }
+
+    /// Attaches a vrouter's gateway stream; a GatewayTables snapshot follows on `out`, then a
+    /// fresh one after every relevant change. Returns the connection id for
+    /// `disconnect_gateway`.
+    pub fn connect_gateway(&self, vrouter_id: &str, out: GwOut) -> u64 {
+        let conn = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.tx.send(Cmd::GatewayConnect {
+            vrouter_id: vrouter_id.to_string(),
+            out,
+            conn,
+        });
+        conn
+    }
+
+    /// Detaches a gateway stream.
+    pub fn disconnect_gateway(&self, vrouter_id: &str, conn: u64) {
+        let _ = self.tx.send(Cmd::GatewayDisconnect {
+            vrouter_id: vrouter_id.to_string(),
             conn,
         });
     }
@@ -183,6 +246,16 @@ struct Parked {
     sent: State,
 }
 
+struct GwSession {
+    conn: u64,
+    out: GwOut,
+    vrouter: pb::Vrouter,
+    /// Tenant indexes of this stream.
+    index: BTreeMap<String, u32>,
+    /// The last tables sent (their version included).
+    sent: pb::GatewayTables,
+}
+
 /// What maps of one tenant are made of.
 #[derive(Default)]
 pub struct World {
@@ -198,12 +271,15 @@ pub struct World {
     pub policies: HashMap<String, pb::Policy>,
     /// External peers by id.
     pub externals: HashMap<String, pb::ExternalPeer>,
+    /// Vrouters with an assignment in this tenant.
+    pub vrouters: Vec<pb::Vrouter>,
     /// Nodes already treated as expired.
     expired: HashSet<String>,
 }
 
 impl World {
-    fn put_node(&mut self, n: Option<pb::Node>, id: &str) {
+    /// Adds, replaces (`Some`) or removes (`None`) node `id`.
+    pub fn put_node(&mut self, n: Option<pb::Node>, id: &str) {
         if let Some(old) = self.nodes.remove(id)
             && let Some(m) = self.members.get_mut(&old.cvlan_id)
         {
@@ -219,7 +295,7 @@ impl World {
     }
 
     /// Nodes of a CVLAN other nodes may see: with a key, not expired.
-    fn visible(&self, cvlan: &str, now: i64) -> Vec<&pb::Node> {
+    pub fn visible(&self, cvlan: &str, now: i64) -> Vec<&pb::Node> {
         self.members
             .get(cvlan)
             .into_iter()
@@ -285,7 +361,8 @@ fn self_view(n: &pb::Node) -> pb::Node {
     n
 }
 
-fn node_info(n: &pb::Node) -> policy::NodeInfo {
+/// A node as the policy compiler sees it.
+pub fn node_info(n: &pb::Node) -> policy::NodeInfo {
     policy::NodeInfo {
         id: n.id.clone(),
         addresses: [&n.ipv4, &n.ipv6]
@@ -375,7 +452,8 @@ pub fn rules_of(w: &World) -> Vec<policy::Rule> {
         .collect()
 }
 
-fn groups_of(w: &World) -> Vec<policy::Group> {
+/// A tenant's groups as the policy compiler sees them.
+pub fn groups_of(w: &World) -> Vec<policy::Group> {
     w.groups
         .values()
         .map(|g| {
@@ -463,9 +541,19 @@ impl State {
     /// The full map of `n` in `w`.
     pub fn build(w: &World, n: &pb::Node, now: i64) -> State {
         let mut peers = BTreeMap::new();
-        for o in w.visible(&n.cvlan_id, now) {
-            if o.id != n.id {
-                peers.insert(o.id.clone(), peer_of_node(o));
+        let hub = gateway::gateway_of(w, &n.cvlan_id)
+            .zip(w.cvlans.get(&n.cvlan_id))
+            .map(|(v, cv)| gateway::peer_of_vrouter(v, cv));
+        match hub {
+            Some(g) => {
+                peers.insert(g.node_id.clone(), g);
+            }
+            None => {
+                for o in w.visible(&n.cvlan_id, now) {
+                    if o.id != n.id {
+                        peers.insert(o.id.clone(), peer_of_node(o));
+                    }
+                }
             }
         }
         for e in w.externals.values() {
@@ -558,6 +646,13 @@ struct Task {
     version: u64,
     stats: HubStats,
     last_presence: Instant,
+    /// Every vrouter by id (few; loaded on first use, kept current by change events).
+    vrouters: Option<HashMap<String, pb::Vrouter>>,
+    /// Gateway streams by vrouter id.
+    gateways: HashMap<String, GwSession>,
+    /// Gateway streams to rebuild at `gw_flush_at`.
+    gw_dirty: BTreeSet<String>,
+    gw_flush_at: Option<Instant>,
 }
 
 async fn load<E: Entity + Default>(
@@ -590,7 +685,7 @@ async fn reload<E: Entity + Default>(
 }
 
 impl Task {
-    async fn load_world(&self, tenant: &str) -> ApiResult<World> {
+    async fn load_world(&mut self, tenant: &str) -> ApiResult<World> {
         let mut c = self
             .svc
             .store
@@ -606,6 +701,8 @@ impl Task {
             ..Default::default()
         };
         let nodes: HashMap<String, pb::Node> = load(&mut c, tenant).await?;
+        drop(c);
+        w.vrouters = self.vrouters_of(tenant).await?;
         let now = time::now_micros();
         for (id, n) in nodes {
             if expired(&n, now) {
@@ -637,7 +734,26 @@ impl Task {
                 let mut s = self.stats.clone();
                 s.sessions = self.sessions.len();
                 s.tenants = self.worlds.len();
+                s.gateways = self.gateways.len();
                 let _ = reply.send(s);
+            }
+            Cmd::GatewayConnect {
+                vrouter_id,
+                out,
+                conn,
+            } => {
+                if let Err(e) = self.connect_gateway(&vrouter_id, out.clone(), conn).await {
+                    let _ = out.try_send(Err(e.into()));
+                }
+            }
+            Cmd::GatewayDisconnect { vrouter_id, conn } => {
+                if self
+                    .gateways
+                    .get(&vrouter_id)
+                    .is_some_and(|g| g.conn == conn)
+                {
+                    self.end_gateway(&vrouter_id, None);
+                }
             }
         }
     }
@@ -722,10 +838,7 @@ impl Task {
                 );
             }
         }
-        let tenant = s.tenant;
-        if !self.sessions.values().any(|x| x.tenant == tenant) {
-            self.worlds.remove(&tenant);
-        }
+        self.drop_world_if_unused(&s.tenant);
         metrics::gauge!("cvlan_node_sessions").set(self.sessions.len() as f64);
     }
 
@@ -773,10 +886,21 @@ impl Task {
                 self.end(&id, Some(Status::not_found("tenant was deleted")));
             }
             self.worlds.remove(&ch.id);
+            self.gateways_dirty(&ch.id);
+            return;
+        }
+        if ch.kind == "vrouter" {
+            if let Err(e) = self.vrouter_changed(&ch.id).await {
+                tracing::warn!(error = %e, "could not apply a vrouter change; resynchronising");
+                self.resync_all().await;
+            }
             return;
         }
         if !self.worlds.contains_key(&ch.tenant_id) {
             return;
+        }
+        if matches!(ch.kind, "node" | "policy" | "group" | "cvlan") {
+            self.gateways_dirty(&ch.tenant_id);
         }
         let r = match ch.kind {
             "node" => self.node_changed(&ch.tenant_id, &ch.id).await,
@@ -793,8 +917,9 @@ impl Task {
                 let r = self
                     .reload_into(&ch.tenant_id, &ch.id, |w| &mut w.cvlans)
                     .await;
-                // DNS search domain follows the CVLAN's name.
-                self.refresh(&ch.tenant_id, Some(&ch.id), false, BTreeMap::new());
+                // The mode decides the peers, the name the DNS search domain: rebuild the
+                // CVLAN's maps (CVLAN changes are rare).
+                self.rebuild(&ch.tenant_id, Some(&ch.id));
                 r
             }
             _ => Ok(()),
@@ -888,7 +1013,12 @@ impl Task {
         let Some(cvlan) = new.as_ref().or(old.as_ref()).map(|n| n.cvlan_id.clone()) else {
             return;
         };
-        let entry = live(&new, now).map(peer_of_node);
+        // Nodes of a hub-and-spoke CVLAN only see their gateway.
+        let hub = self
+            .worlds
+            .get(tenant)
+            .is_some_and(|w| gateway::gateway_of(w, &cvlan).is_some());
+        let entry = live(&new, now).filter(|_| !hub).map(peer_of_node);
         let mut pending: BTreeMap<String, pb::MapDelta> = BTreeMap::new();
         for sid in self.sessions_in(tenant, Some(&cvlan)) {
             if sid == id {
@@ -994,6 +1124,7 @@ impl Task {
 
     /// After missed events: reload every held tenant and send each session what differs.
     async fn resync_all(&mut self) {
+        self.vrouters = None;
         let tenants: Vec<String> = self.worlds.keys().cloned().collect();
         for t in tenants {
             match self.load_world(&t).await {
@@ -1011,9 +1142,22 @@ impl Task {
                 }
             }
         }
+        let tenants: Vec<String> = self.worlds.keys().cloned().collect();
+        for t in &tenants {
+            self.rebuild(t, None);
+        }
+        let gws: Vec<String> = self.gateways.keys().cloned().collect();
+        for id in gws {
+            if let Err(e) = self.refresh_gateway(&id).await {
+                tracing::warn!(error = %e, vrouter_id = %id, "could not reload a vrouter");
+            }
+        }
+    }
+
+    /// Rebuilds the maps of a tenant's (or one CVLAN's) sessions and sends what differs.
+    fn rebuild(&mut self, tenant: &str, cvlan: Option<&str>) {
         let now = time::now_micros();
-        let ids: Vec<String> = self.sessions.keys().cloned().collect();
-        for id in ids {
+        for id in self.sessions_in(tenant, cvlan) {
             let Some(s) = self.sessions.get(&id) else {
                 continue;
             };
@@ -1054,6 +1198,7 @@ impl Task {
             let mut before = n.clone();
             before.expires_at = None;
             self.apply_node(&t, &n.id, Some(before), Some(n.clone()), now);
+            self.gateways_dirty(&t);
         }
         self.parked.retain(|_, p| p.at.elapsed() < PARK_TTL);
         if self.last_presence.elapsed() >= PRESENCE_EVERY {
@@ -1065,6 +1210,229 @@ impl Task {
                     let _ = svc.touch_node(&id, true).await;
                 }
             });
+        }
+    }
+}
+
+/// Gateway streams and the vrouters behind hub-and-spoke maps.
+impl Task {
+    /// Every vrouter, loaded on first use.
+    async fn all_vrouters(&mut self) -> ApiResult<&mut HashMap<String, pb::Vrouter>> {
+        if self.vrouters.is_none() {
+            let mut c = self.svc.conn().await?;
+            let all: Vec<pb::Vrouter> = entity::list_all(&mut c, Scope::Global).await?;
+            self.vrouters = Some(all.into_iter().map(|v| (v.id.clone(), v)).collect());
+        }
+        Ok(self.vrouters.get_or_insert_default())
+    }
+
+    /// The vrouters with an assignment in `tenant`, by id.
+    async fn vrouters_of(&mut self, tenant: &str) -> ApiResult<Vec<pb::Vrouter>> {
+        let mut v: Vec<pb::Vrouter> = self
+            .all_vrouters()
+            .await?
+            .values()
+            .filter(|v| v.assignments.iter().any(|a| a.tenant_id == tenant))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+
+    /// Whether a connected gateway needs the tenant's world.
+    fn gateway_needs(&self, tenant: &str) -> bool {
+        self.gateways
+            .values()
+            .any(|g| g.vrouter.assignments.iter().any(|a| a.tenant_id == tenant))
+    }
+
+    fn drop_world_if_unused(&mut self, tenant: &str) {
+        if !self.sessions.values().any(|x| x.tenant == tenant) && !self.gateway_needs(tenant) {
+            self.worlds.remove(tenant);
+        }
+    }
+
+    /// Loads the world of a tenant a gateway serves, unless held or the tenant is gone.
+    async fn ensure_world(&mut self, tenant: &str) -> ApiResult<()> {
+        if self.worlds.contains_key(tenant) {
+            return Ok(());
+        }
+        let mut c = self.svc.conn().await?;
+        let exists = entity::find::<pb::Tenant>(&mut c, Scope::Global, tenant)
+            .await?
+            .is_some_and(|t| t.id == tenant);
+        drop(c);
+        if exists {
+            let w = self.load_world(tenant).await?;
+            self.worlds.insert(tenant.to_string(), w);
+        }
+        Ok(())
+    }
+
+    /// Marks the gateway streams serving `tenant` for a rebuild.
+    fn gateways_dirty(&mut self, tenant: &str) {
+        let ids: Vec<String> = self
+            .gateways
+            .iter()
+            .filter(|(_, g)| g.vrouter.assignments.iter().any(|a| a.tenant_id == tenant))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.gateway_dirty(&id);
+        }
+    }
+
+    fn gateway_dirty(&mut self, id: &str) {
+        self.gw_dirty.insert(id.to_string());
+        self.gw_flush_at
+            .get_or_insert_with(|| Instant::now() + GW_DEBOUNCE);
+    }
+
+    /// A vrouter was created, changed (assignments, key, endpoint) or deleted: the node maps
+    /// of the tenants it serves (before or after) and its own stream follow.
+    async fn vrouter_changed(&mut self, id: &str) -> ApiResult<()> {
+        let mut c = self.svc.conn().await?;
+        let new = match entity::get::<pb::Vrouter>(&mut c, Scope::Global, id).await {
+            Ok(v) => Some(v),
+            Err(cvlan_store::StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        drop(c);
+        let all = self.all_vrouters().await?;
+        match &new {
+            Some(v) => all.insert(id.to_string(), v.clone()),
+            None => all.remove(id),
+        };
+        // The tenants it serves now, and those whose worlds list it from before.
+        let mut tenants: BTreeSet<String> = new.iter().flat_map(gateway::tenants_of).collect();
+        tenants.extend(
+            self.worlds
+                .iter()
+                .filter(|(_, w)| w.vrouters.iter().any(|v| v.id == id))
+                .map(|(t, _)| t.clone()),
+        );
+        for t in &tenants {
+            if self.worlds.contains_key(t) {
+                let vs = self.vrouters_of(t).await?;
+                if let Some(w) = self.worlds.get_mut(t) {
+                    w.vrouters = vs;
+                }
+                self.rebuild(t, None);
+            }
+        }
+        if self.gateways.contains_key(id) {
+            self.refresh_gateway(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads a connected vrouter: ends its stream when it was deleted, else loads the
+    /// worlds of its (new) tenants and marks it for a rebuild.
+    async fn refresh_gateway(&mut self, id: &str) -> ApiResult<()> {
+        let v = match self.svc.vrouter_by_id(id).await {
+            Ok(v) => v,
+            Err(ApiError::NotFound(_)) => {
+                self.end_gateway(id, Some(Status::not_found("vrouter was deleted")));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for t in gateway::tenants_of(&v) {
+            self.ensure_world(&t).await?;
+        }
+        let old = match self.gateways.get_mut(id) {
+            Some(g) => std::mem::replace(&mut g.vrouter, v),
+            None => return Ok(()),
+        };
+        for t in gateway::tenants_of(&old) {
+            self.drop_world_if_unused(&t);
+        }
+        self.gateway_dirty(id);
+        Ok(())
+    }
+
+    async fn connect_gateway(&mut self, id: &str, out: GwOut, conn: u64) -> ApiResult<()> {
+        // Re-read inside the hub: a delete handled since the caller's read must win.
+        let v = self.svc.vrouter_by_id(id).await?;
+        for t in gateway::tenants_of(&v) {
+            self.ensure_world(&t).await?;
+        }
+        let mut index = BTreeMap::new();
+        let mut tables = gateway::tables(&v, &self.worlds, &mut index, time::now_micros());
+        self.version += 1;
+        tables.version = self.version;
+        let msg = pb::GatewaySyncResponse {
+            update: Some(pb::gateway_sync_response::Update::Snapshot(tables.clone())),
+        };
+        if out.try_send(Ok(msg)).is_err() {
+            return Ok(());
+        }
+        self.stats.gateway_sent += 1;
+        metrics::counter!("cvlan_gateway_sent_total").increment(1);
+        // A second stream of the same vrouter replaces the first (whose channel closes).
+        self.gateways.insert(
+            id.to_string(),
+            GwSession {
+                conn,
+                out,
+                vrouter: v,
+                index,
+                sent: tables,
+            },
+        );
+        metrics::gauge!("cvlan_gateway_sessions").set(self.gateways.len() as f64);
+        Ok(())
+    }
+
+    fn end_gateway(&mut self, id: &str, why: Option<Status>) {
+        let Some(g) = self.gateways.remove(id) else {
+            return;
+        };
+        if let Some(st) = why {
+            let _ = g.out.try_send(Err(st));
+        }
+        self.gw_dirty.remove(id);
+        for t in gateway::tenants_of(&g.vrouter) {
+            self.drop_world_if_unused(&t);
+        }
+        metrics::gauge!("cvlan_gateway_sessions").set(self.gateways.len() as f64);
+    }
+
+    /// Sends a fresh snapshot to every dirty gateway stream whose tables changed.
+    fn flush_gateways(&mut self) {
+        self.gw_flush_at = None;
+        let now = time::now_micros();
+        for id in std::mem::take(&mut self.gw_dirty) {
+            let Some(g) = self.gateways.get_mut(&id) else {
+                continue;
+            };
+            let mut tables = gateway::tables(&g.vrouter, &self.worlds, &mut g.index, now);
+            tables.version = g.sent.version;
+            if tables == g.sent {
+                continue;
+            }
+            self.version += 1;
+            tables.version = self.version;
+            let msg = pb::GatewaySyncResponse {
+                update: Some(pb::gateway_sync_response::Update::Snapshot(tables.clone())),
+            };
+            g.sent = tables;
+            match g.out.try_send(Ok(msg)) {
+                Ok(()) => {
+                    self.stats.gateway_sent += 1;
+                    metrics::counter!("cvlan_gateway_sent_total").increment(1);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(vrouter_id = %id, "vrouter is not reading its table stream; dropping it");
+                    self.end_gateway(
+                        &id,
+                        Some(Status::resource_exhausted(
+                            "table stream not read; reconnect",
+                        )),
+                    );
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.end_gateway(&id, None),
+            }
         }
     }
 }

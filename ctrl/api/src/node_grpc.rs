@@ -30,18 +30,18 @@ pub struct NodeApi {
     node_limit: RateLimit,
 }
 
-/// Routes of the node listener.
-pub fn routes(svc: Arc<Service>, hub: Hub) -> axum::Router {
-    tonic::service::Routes::new(NodeServiceServer::new(NodeApi {
+/// The service for the node listener's router.
+pub fn service(svc: Arc<Service>, hub: Hub) -> NodeServiceServer<NodeApi> {
+    NodeServiceServer::new(NodeApi {
         svc,
         hub,
         register_limit: RateLimit::new(10.0, 50.0),
         node_limit: RateLimit::new(1.0, 20.0),
-    }))
-    .into_axum_router()
+    })
 }
 
-fn peer_addr<T>(r: &Request<T>) -> Option<SocketAddr> {
+/// The client's address: the TLS listener's connect info, else tonic's.
+pub(crate) fn peer_addr<T>(r: &Request<T>) -> Option<SocketAddr> {
     r.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)

@@ -21,7 +21,7 @@ use crate::tokens;
 /// How long node client certificates are valid; agents renew after two thirds.
 pub const CERT_TTL: Duration = Duration::from_secs(30 * 86_400);
 
-fn store_err(e: sqlx::Error) -> ApiError {
+pub(crate) fn store_err(e: sqlx::Error) -> ApiError {
     cvlan_store::StoreError::from(e).into()
 }
 
@@ -58,24 +58,26 @@ pub fn node_name(hostname: &str) -> String {
     }
 }
 
-fn wg_key_ok(s: &str) -> bool {
+pub(crate) fn wg_key_ok(s: &str) -> bool {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .is_ok_and(|b| b.len() == 32)
 }
 
-/// Read-modify-write of a node body: on PostgreSQL the row is locked first so concurrent writers
-/// (presence, endpoints, expiry, admin edits) cannot overwrite each other's fields; SQLite's
-/// single writer already serialises them.
-async fn lock_node(
+/// Read-modify-write of a body (nodes, vrouters): on PostgreSQL the row is locked first so
+/// concurrent writers (presence, endpoints, expiry, enrolment, admin edits) cannot overwrite
+/// each other's fields; SQLite's single writer already serialises them.
+pub(crate) async fn lock_row(
     store: &cvlan_store::Store,
     w: &mut cvlan_store::WriteTx,
-    node_id: &str,
+    table: &'static str,
+    id: &str,
 ) -> ApiResult<()> {
     if store.backend() == cvlan_store::Backend::Postgres {
-        sqlx::query("SELECT id FROM nodes WHERE id = $1 FOR UPDATE")
-            .bind(node_id)
+        let q = format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE");
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(id)
             .execute(w.conn())
             .await
             .map_err(store_err)?;
@@ -120,7 +122,11 @@ impl Service {
             })?;
         let node_id = entity::new_id();
         // Fails on a malformed CSR before anything is written.
-        let (cert_pem, cert_exp) = self.ca.issue_client(&req.csr_pem, &node_id, CERT_TTL)?;
+        let (cert_pem, cert_exp) = self.ca.issue_client(
+            &req.csr_pem,
+            &crate::ca::Identity::Node(node_id.clone()),
+            CERT_TTL,
+        )?;
         let actor = AuditRecord {
             actor_id: claims.id.clone(),
             actor: format!("registration token {}", claims.id),
@@ -301,7 +307,9 @@ impl Service {
         csr_pem: &str,
     ) -> ApiResult<(String, SystemTime)> {
         let n = self.active_node(node_id).await?;
-        let out = self.ca.issue_client(csr_pem, &n.id, CERT_TTL)?;
+        let out = self
+            .ca
+            .issue_client(csr_pem, &crate::ca::Identity::Node(n.id), CERT_TTL)?;
         metrics::counter!("cvlan_node_cert_renewals_total").increment(1);
         Ok(out)
     }
@@ -318,7 +326,7 @@ impl Service {
             .await
             .map_err(store_err)?;
         let tid = tid.ok_or(ApiError::NotFound("node"))?;
-        lock_node(&self.store, &mut w, node_id).await?;
+        lock_row(&self.store, &mut w, "nodes", node_id).await?;
         let mut n: pb::Node = entity::get(w.conn(), Scope::Tenant(&tid), node_id).await?;
         if !f(&mut n) {
             return Ok(None);
@@ -421,7 +429,7 @@ impl Service {
             .tenant(w.conn(), p, tenant, Resource::Node, Verb::Write)
             .await?;
         let found: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), key).await?;
-        lock_node(&self.store, &mut w, &found.id).await?;
+        lock_row(&self.store, &mut w, "nodes", &found.id).await?;
         let mut n: pb::Node = entity::get(w.conn(), Scope::Tenant(&ten.id), &found.id).await?;
         n.expires_at = Some(time::ts(time::now_micros()));
         n.online = false;
@@ -521,7 +529,7 @@ impl Service {
     }
 }
 
-fn micros_of(t: SystemTime) -> i64 {
+pub(crate) fn micros_of(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)

@@ -102,7 +102,7 @@ impl Default for Config {
 pub struct Service {
     /// Database.
     pub store: Arc<Store>,
-    signing: SigningKey,
+    pub(crate) signing: SigningKey,
     /// Change events, published after each commit.
     pub changes: broadcast::Sender<Change>,
     throttle: Throttle,
@@ -166,7 +166,7 @@ impl Service {
         });
     }
 
-    fn authorize(
+    pub(crate) fn authorize(
         &self,
         p: &Principal,
         res: Resource,
@@ -1097,6 +1097,7 @@ impl Service {
             ephemeral: t.ephemeral,
             tags: t.tags.clone(),
             ca: self.ca.pin().to_string(),
+            vrouter: String::new(),
         };
         t.created_at = Some(time::ts(now));
         t.token = tokens::sign(&self.signing, &claims);
@@ -1149,6 +1150,11 @@ impl Service {
             time::now_micros() / 1_000_000,
         )
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if !claims.vrouter.is_empty() {
+            return Err(ApiError::bad(
+                "this is a vrouter join token, not a registration token",
+            ));
+        }
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT revoked, uses FROM reg_tokens WHERE id = $1 AND tenant_id = $2")
                 .bind(&claims.id)

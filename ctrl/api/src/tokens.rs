@@ -1,4 +1,5 @@
-//! Registration tokens: Ed25519-signed claims verifiable offline. The signature and expiry are
+//! Registration tokens (nodes) and vrouter join tokens: Ed25519-signed claims verifiable
+//! offline. The signature and expiry are
 //! checked before any database work; revocation and single use are checked after.
 //!
 //! Format: `cvt1.<base64url(claims JSON)>.<base64url(signature over "cvt1." + claims part)>`.
@@ -30,6 +31,10 @@ pub struct Claims {
     /// they first connect, so a token is all a device needs to trust the node endpoint.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ca: String,
+    /// Set on vrouter join tokens only (tenant and CVLAN are then empty): the vrouter id it
+    /// enrols. Registration refuses tokens that carry it, enrolment tokens that do not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vrouter: String,
 }
 
 /// Why a token was refused.
@@ -107,6 +112,7 @@ mod tests {
             ephemeral: true,
             tags: vec!["web".into()],
             ca: String::new(),
+            vrouter: String::new(),
         }
     }
 

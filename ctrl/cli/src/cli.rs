@@ -706,6 +706,15 @@ pub enum VrouterCmd {
         /// Vrouter name or id.
         vrouter: String,
     },
+    /// Create a single-use join token vrouterd enrols with; prints only the token on stdout
+    /// (expiry on stderr), e.g. `cvlanctl vrouter join-token gw1 > token`.
+    JoinToken {
+        /// Vrouter name or id.
+        vrouter: String,
+        /// Lifetime such as 30m, 1h or 7d (server default 1h, at most 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+        ttl: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

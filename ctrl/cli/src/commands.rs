@@ -841,6 +841,24 @@ async fn vrouter(ctx: &Ctx, c: VrouterCmd) -> Result<()> {
             ctx.update(N, &["vrouters", &vrouter], body).await
         }
         VrouterCmd::Delete { vrouter } => ctx.delete(N, &["vrouters", &vrouter], &vrouter).await,
+        VrouterCmd::JoinToken { vrouter, ttl } => {
+            let body = Fields::default().opt("ttlSeconds", ttl).body();
+            let v = ctx
+                .client
+                .post(&["vrouters", &vrouter, "join-tokens"], &body)
+                .await?;
+            if ctx.out == Output::Json {
+                output::json(&v);
+                return Ok(());
+            }
+            let secret = v.get("token").and_then(Value::as_str).unwrap_or("");
+            output::emit(&format!("{secret}\n"));
+            let exp = v.get("expiresAt").and_then(Value::as_str).unwrap_or("");
+            eprintln!(
+                "join token for vrouter {vrouter} (single use, expires {exp}; shown only once)"
+            );
+            Ok(())
+        }
     }
 }
 

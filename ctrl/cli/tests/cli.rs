@@ -634,6 +634,21 @@ fn admin_end_to_end(postgres: bool) {
         "{}",
         r.stdout
     );
+    // A join token: only the token on stdout (scriptable), the expiry on stderr.
+    let r = admin.ok(&["vrouter", "join-token", "vr1", "--ttl", "2h"]);
+    let tok = r.stdout.trim();
+    assert!(
+        tok.starts_with("cvt1.") && !tok.contains('\n'),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("expires"), "{}", r.stderr);
+    assert!(!r.stderr.contains(tok));
+    let r = admin.ok(&["vrouter", "join-token", "vr1", "-o", "json"]);
+    assert!(r.json()["token"].as_str().unwrap().starts_with("cvt1."));
+    assert!(r.json()["expiresAt"].is_string());
+    admin.fails(&["vrouter", "join-token", "vr1", "--ttl", "8d"], "7 days");
+    admin.fails(&["vrouter", "join-token", "nope"], "not found");
 
     // Static external WireGuard peers of a CVLAN.
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_oidc.sql"),
         postgres: include_str!("../migrations/postgres/0004_oidc.sql"),
     },
+    Migration {
+        version: 5,
+        name: "vrouter_join_tokens",
+        sqlite: include_str!("../migrations/sqlite/0005_vrouter_join_tokens.sql"),
+        postgres: include_str!("../migrations/postgres/0005_vrouter_join_tokens.sql"),
+    },
 ];
 
 /// FNV-1a 64: enough to notice an edited migration file.

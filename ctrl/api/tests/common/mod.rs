@@ -3,6 +3,8 @@
 //! and the real router driven in-process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod lab;
+
 use std::sync::Arc;
 
 use axum::Router;
