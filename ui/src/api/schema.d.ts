@@ -825,6 +825,23 @@ export interface paths {
         patch: operations["patch_vrouters__id_"];
         trace?: never;
     };
+    "/api/v1/vrouters/{id}/join-tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create a single-use join token for a vrouter (superadmin; shown once); body {ttlSeconds?}: default 3600, at most 604800 */
+        post: operations["post_vrouters__id__join-tokens"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -837,6 +854,7 @@ export interface components {
             /** @enum {string} */
             protocol?: "PROTOCOL_ANY" | "PROTOCOL_ICMP" | "PROTOCOL_TCP" | "PROTOCOL_UDP" | "PROTOCOL_ICMPV6";
             sourceCidrs?: string[];
+            sourcePorts?: components["schemas"]["PortRange"][];
             tenantId?: string;
         };
         AddressReservation: {
@@ -926,6 +944,11 @@ export interface components {
             body?: components["schemas"]["User"];
             tenant?: string;
         };
+        CreateVrouterJoinTokenRequest: {
+            /** Format: uint64 */
+            ttlSeconds?: string;
+            vrouter?: string;
+        };
         CreateVrouterRequest: {
             body?: components["schemas"]["Vrouter"];
         };
@@ -1013,6 +1036,7 @@ export interface components {
             allowedIps?: string[];
             cvlanId?: string;
             endpoint?: string;
+            endpoints?: string[];
             nodeId?: string;
             tenantId?: string;
             wgPublicKey?: string;
@@ -1445,6 +1469,11 @@ export interface components {
         VrouterAssignment: {
             cvlanId?: string;
             tenantId?: string;
+        };
+        VrouterJoinToken: {
+            /** Format: date-time */
+            expiresAt?: string;
+            token?: string;
         };
         WhoAmIResponse: {
             apiKeyId?: string;
@@ -6649,6 +6678,68 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Vrouter"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Role does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not found (or another tenant's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict or exhausted */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    "post_vrouters__id__join-tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Id or name */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CreateVrouterJoinTokenRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VrouterJoinToken"];
                 };
             };
             /** @description Invalid input */
