@@ -574,4 +574,86 @@ mod tests {
         }
         assert!(gateway_of(&w, "cv1").is_none());
     }
+
+    fn arb_selector() -> impl proptest::strategy::Strategy<Value = pb::selector::Selector> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(S::Any(true)),
+            Just(S::Tag("web".into())),
+            Just(S::Tag("db".into())),
+            (0..4usize).prop_map(|i| S::Node(["a", "b", "c", "d"][i].into())),
+            Just(S::Cidr("10.20.0.0/31".into())),
+        ]
+    }
+
+    fn arb_rule() -> impl proptest::strategy::Strategy<Value = pb::Rule> {
+        use proptest::prelude::*;
+        (
+            arb_selector(),
+            arb_selector(),
+            prop_oneof![
+                Just(pb::Protocol::Any),
+                Just(pb::Protocol::Tcp),
+                Just(pb::Protocol::Udp),
+                Just(pb::Protocol::Icmp)
+            ],
+            prop_oneof![
+                Just(vec![]),
+                Just(vec![(22, 22)]),
+                Just(vec![(80, 90), (443, 443)])
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(s, d, p, ports, allow)| {
+                let ports = if matches!(p, pb::Protocol::Tcp | pb::Protocol::Udp) {
+                    ports
+                } else {
+                    vec![]
+                };
+                rule(s, d, p, &ports, allow)
+            })
+    }
+
+    proptest::proptest! {
+        /// Against the reference: the gateway never denies what a node's policy allows, and
+        /// the replies of every allowed flow pass (the reflected entries only ever add allows).
+        #[test]
+        fn the_gateway_allows_what_the_reference_allows_and_the_replies(
+            rules in proptest::collection::vec(arb_rule(), 0..6),
+        ) {
+            let w = world(
+                "t1",
+                "cv1",
+                vec![
+                    node("a", "t1", "cv1", "10.20.0.1", &["web"]),
+                    node("b", "t1", "cv1", "10.20.0.2", &["db"]),
+                    node("c", "t1", "cv1", "10.20.0.3", &["web", "db"]),
+                    node("d", "t1", "cv1", "10.20.0.4", &[]),
+                ],
+                rules,
+            );
+            let now = time::now_micros();
+            let acls = tenant_acls(&w, "t1", &["cv1"], now);
+            let infos: Vec<policy::NodeInfo> =
+                w.visible("cv1", now).into_iter().map(node_info).collect();
+            let (groups, rules) = (groups_of(&w), rules_of(&w));
+            for src in ["a", "b", "c", "d"] {
+                for dst in ["a", "b", "c", "d"] {
+                    if src == dst {
+                        continue;
+                    }
+                    for (proto, dport) in [(6u8, 22u16), (6, 85), (6, 443), (17, 22), (17, 1000), (1, 0)] {
+                        let (s, d) = (addr(&w, src), addr(&w, dst));
+                        let p = policy::Packet { src: s, dst: d, proto, dst_port: dport };
+                        if policy::reference::decide(&infos, &groups, &rules, s, dst, &p)
+                            == policy::Action::Allow
+                        {
+                            proptest::prop_assert!(gateway_decides(&acls, s, d, proto, 40000, dport));
+                            proptest::prop_assert!(gateway_decides(&acls, d, s, proto, dport, 40000));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

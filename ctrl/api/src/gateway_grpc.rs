@@ -2,9 +2,7 @@
 //! TLS and CA). Enrol needs no client certificate (the join token is the credential); Sync
 //! and RenewCertificate need a vrouter certificate — a node certificate is refused.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use cvlan_proto::v1::{
     self as pb,
@@ -16,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
 use crate::netmap::Hub;
-use crate::node_grpc::peer_addr;
+use crate::node_grpc::{HubStream, peer_addr};
 use crate::nodes::micros_of;
 use crate::server::PeerCerts;
 use crate::service::Service;
@@ -56,27 +54,6 @@ fn status(e: ApiError) -> Status {
     }
 }
 
-/// The Sync stream: forwards the hub's snapshots and detaches when dropped.
-pub struct GatewayStream {
-    rx: mpsc::Receiver<Result<pb::GatewaySyncResponse, Status>>,
-    hub: Hub,
-    vrouter_id: String,
-    conn: u64,
-}
-
-impl futures::Stream for GatewayStream {
-    type Item = Result<pb::GatewaySyncResponse, Status>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for GatewayStream {
-    fn drop(&mut self) {
-        self.hub.disconnect_gateway(&self.vrouter_id, self.conn);
-    }
-}
-
 #[tonic::async_trait]
 impl GatewayService for GatewayApi {
     async fn enrol(
@@ -100,7 +77,7 @@ impl GatewayService for GatewayApi {
         Ok(Response::new(out))
     }
 
-    type SyncStream = GatewayStream;
+    type SyncStream = HubStream<pb::GatewaySyncResponse>;
 
     async fn sync(
         &self,
@@ -112,12 +89,10 @@ impl GatewayService for GatewayApi {
         let (tx, rx) = mpsc::channel(16);
         let conn = self.hub.connect_gateway(&id, tx);
         tracing::debug!(vrouter_id = %id, "gateway stream attached");
-        Ok(Response::new(GatewayStream {
-            rx,
-            hub: self.hub.clone(),
-            vrouter_id: id,
-            conn,
-        }))
+        let hub = self.hub.clone();
+        Ok(Response::new(HubStream::new(rx, move || {
+            hub.disconnect_gateway(&id, conn)
+        })))
     }
 
     async fn renew_certificate(

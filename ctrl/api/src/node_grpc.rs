@@ -66,24 +66,38 @@ fn status(e: ApiError) -> Status {
     }
 }
 
-/// The Sync stream: forwards the hub's messages and detaches the session when dropped.
-pub struct SyncStream {
-    rx: mpsc::Receiver<Result<pb::SyncResponse, Status>>,
-    hub: Hub,
-    node_id: String,
-    conn: u64,
+/// A hub stream (node maps or gateway tables): forwards the hub's messages and tells the hub
+/// when the client goes away.
+pub struct HubStream<T> {
+    rx: mpsc::Receiver<Result<T, Status>>,
+    detach: Option<Box<dyn FnOnce() + Send>>,
 }
 
-impl futures::Stream for SyncStream {
-    type Item = Result<pb::SyncResponse, Status>;
+impl<T> HubStream<T> {
+    /// A stream over `rx` that runs `detach` when dropped.
+    pub fn new(
+        rx: mpsc::Receiver<Result<T, Status>>,
+        detach: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        HubStream {
+            rx,
+            detach: Some(Box::new(detach)),
+        }
+    }
+}
+
+impl<T> futures::Stream for HubStream<T> {
+    type Item = Result<T, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
 }
 
-impl Drop for SyncStream {
+impl<T> Drop for HubStream<T> {
     fn drop(&mut self) {
-        self.hub.disconnect(&self.node_id, self.conn);
+        if let Some(f) = self.detach.take() {
+            f();
+        }
     }
 }
 
@@ -128,7 +142,7 @@ impl NodeService for NodeApi {
         }))
     }
 
-    type SyncStream = SyncStream;
+    type SyncStream = HubStream<pb::SyncResponse>;
 
     async fn sync(
         &self,
@@ -146,12 +160,10 @@ impl NodeService for NodeApi {
             let _ = svc.touch_node(&nid, true).await;
         });
         tracing::debug!(node_id = %id, since, "node stream attached");
-        Ok(Response::new(SyncStream {
-            rx,
-            hub: self.hub.clone(),
-            node_id: id,
-            conn,
-        }))
+        let hub = self.hub.clone();
+        Ok(Response::new(HubStream::new(rx, move || {
+            hub.disconnect(&id, conn)
+        })))
     }
 
     async fn report_endpoints(

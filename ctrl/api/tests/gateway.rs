@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -104,18 +105,31 @@ async fn tables(s: &mut GwStream) -> pb::GatewayTables {
     }
 }
 
-/// Reads snapshots until one satisfies `f` (a change may come as more than one update).
-async fn tables_until(
+/// Reads snapshots until one satisfies `f` (a change may come as more than one update); its
+/// version must be above `version`, which is moved up to it.
+async fn tables_after(
     s: &mut GwStream,
+    version: &mut u64,
     f: impl Fn(&pb::GatewayTables) -> bool,
 ) -> pb::GatewayTables {
     for _ in 0..5 {
         let t = tables(s).await;
+        assert!(t.version > *version, "versions increase");
+        *version = t.version;
         if f(&t) {
             return t;
         }
     }
     panic!("no matching gateway tables");
+}
+
+async fn set_mode(h: &H, mode: &str) -> Value {
+    h.ok(
+        "PATCH",
+        "/api/v1/tenants/acme/cvlans/lab",
+        Some(json!({"mode": mode})),
+    )
+    .await
 }
 
 async fn node_token(h: &H, tenant: &str, cvlan: &str) -> String {
@@ -130,8 +144,38 @@ async fn node_token(h: &H, tenant: &str, cvlan: &str) -> String {
         .to_string()
 }
 
+/// Everything the API logs on this thread (tests run on a current-thread runtime, so the
+/// server's tasks log here too).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
 #[tokio::test]
 async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_clear() {
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_env_filter("cvlan_api=trace,cvlan_store=trace,tower_http=trace,info")
+            .finish(),
+    );
     for db in databases().await {
         let l = lab(&db).await;
         let h = &l.h;
@@ -293,6 +337,17 @@ async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_c
         }
         assert!(audit.contains("vrouter.join_token.create"));
         assert!(audit.contains("vrouter.enrol"));
+        let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+        assert!(
+            logged.contains("vrouter enrolment refused"),
+            "the logs were captured"
+        );
+        for t in [&token, &by_grpc.token, &short, &unused] {
+            assert!(
+                !logged.contains(t.rsplit_once('.').unwrap().1),
+                "token in the logs"
+            );
+        }
         let rows: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM vrouter_join_tokens")
             .fetch_all(h.app.svc.store.pool())
             .await
@@ -302,6 +357,29 @@ async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_c
             assert_eq!(hash.len(), 64);
             assert!(!token.contains(&hash) && !hash.contains("cvt1"));
         }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_enrolments_with_one_join_token_let_exactly_one_through() {
+    for db in databases().await {
+        let l = Arc::new(lab(&db).await);
+        let vr = vrouter(&l.h, "gw1", json!([])).await;
+        let token = join_token(&l.h, &vr, json!({})).await;
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (l, token) = (l.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                enrol(&l, &mut dev(), &token, &format!("10.255.0.{}:51820", i + 1))
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 1, "[{}] exactly one enrolment", l.h.db);
     }
 }
 
@@ -487,27 +565,30 @@ async fn gateway_tables_keep_tenants_apart_and_follow_policy_and_node_changes() 
                 "protocol": "PROTOCOL_ICMP", "action": "ACTION_ALLOW"}]})),
         )
         .await;
-        let t = tables_until(&mut s, |t| t.acls.iter().any(|e| e.tenant_id == beta)).await;
-        assert!(t.version > version);
-        version = t.version;
+        tables_after(&mut s, &mut version, |t| {
+            t.acls.iter().any(|e| e.tenant_id == beta)
+        })
+        .await;
 
         // A node joins, then leaves.
         let nc = register(&l, &mut dev(), &at, "c").await.unwrap();
-        let t = tables_until(&mut s, |t| t.peers.iter().any(|p| p.node_id == nc.id)).await;
-        assert!(t.version > version);
+        let t = tables_after(&mut s, &mut version, |t| {
+            t.peers.iter().any(|p| p.node_id == nc.id)
+        })
+        .await;
         assert!(
             routes_of(&t, &acme).contains(&(format!("{}/32", nc.ipv4).as_str(), nc.id.as_str()))
         );
-        version = t.version;
         h.ok(
             "DELETE",
             &format!("/api/v1/tenants/acme/nodes/{}", nc.id),
             None,
         )
         .await;
-        let t = tables_until(&mut s, |t| t.peers.iter().all(|p| p.node_id != nc.id)).await;
-        assert!(t.version > version);
-        version = t.version;
+        tables_after(&mut s, &mut version, |t| {
+            t.peers.iter().all(|p| p.node_id != nc.id)
+        })
+        .await;
 
         // Expiring a node drops it too.
         h.ok(
@@ -516,9 +597,10 @@ async fn gateway_tables_keep_tenants_apart_and_follow_policy_and_node_changes() 
             None,
         )
         .await;
-        let t = tables_until(&mut s, |t| t.peers.iter().all(|p| p.node_id != nb.id)).await;
-        assert!(t.version > version);
-        version = t.version;
+        tables_after(&mut s, &mut version, |t| {
+            t.peers.iter().all(|p| p.node_id != nb.id)
+        })
+        .await;
 
         // Unassigning beta drops it; deleting the vrouter ends the stream.
         h.ok(
@@ -527,8 +609,7 @@ async fn gateway_tables_keep_tenants_apart_and_follow_policy_and_node_changes() 
             Some(json!({"assignments": [{"tenantId": acme}]})),
         )
         .await;
-        let t = tables_until(&mut s, |t| t.tenants.len() == 1).await;
-        assert!(t.version > version);
+        let t = tables_after(&mut s, &mut version, |t| t.tenants.len() == 1).await;
         assert_eq!(t.tenants[0].tenant_id, acme);
         assert!(t.peers.iter().all(|p| p.tenant_id == acme));
         h.ok("DELETE", &format!("/api/v1/vrouters/{vr}"), None)
@@ -573,13 +654,7 @@ async fn nodes_of_a_hub_and_spoke_cvlan_see_only_the_gateway_and_mesh_nodes_see_
         .await
         .unwrap();
         // Hub and spoke: a's only peer becomes the gateway, carrying the CVLAN's prefixes.
-        let cvl = h
-            .ok(
-                "PATCH",
-                "/api/v1/tenants/acme/cvlans/lab",
-                Some(json!({"mode": "CVLAN_MODE_HUB_AND_SPOKE"})),
-            )
-            .await;
+        let cvl = set_mode(h, "CVLAN_MODE_HUB_AND_SPOKE").await;
         let u = delta(next(&mut sa).await);
         assert_eq!(u.peers_removed, vec![nb.id.clone()]);
         assert_eq!(u.peers_upserted.len(), 1, "{u:?}");
@@ -625,12 +700,7 @@ async fn nodes_of_a_hub_and_spoke_cvlan_see_only_the_gateway_and_mesh_nodes_see_
         assert_eq!(u.peers_upserted[0].wg_public_key, g2.wg);
 
         // Back to mesh: the nodes return, the gateway goes.
-        h.ok(
-            "PATCH",
-            "/api/v1/tenants/acme/cvlans/lab",
-            Some(json!({"mode": "CVLAN_MODE_MESH"})),
-        )
-        .await;
+        set_mode(h, "CVLAN_MODE_MESH").await;
         let u = delta(next(&mut sa).await);
         assert_eq!(u.peers_removed, vec![vr.clone()]);
         let mut back: Vec<&str> = u
@@ -644,12 +714,7 @@ async fn nodes_of_a_hub_and_spoke_cvlan_see_only_the_gateway_and_mesh_nodes_see_
         assert_eq!(back, want);
 
         // Hub and spoke again, then the vrouter deleted: direct peers again.
-        h.ok(
-            "PATCH",
-            "/api/v1/tenants/acme/cvlans/lab",
-            Some(json!({"mode": "CVLAN_MODE_HUB_AND_SPOKE"})),
-        )
-        .await;
+        set_mode(h, "CVLAN_MODE_HUB_AND_SPOKE").await;
         let u = delta(next(&mut sa).await);
         assert_eq!(u.peers_upserted[0].node_id, vr);
         h.ok("DELETE", &format!("/api/v1/vrouters/{vr}"), None)
