@@ -99,7 +99,12 @@ pub fn prometheus(sh: &Shared) -> String {
     let family = |o: &mut String, name: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
     };
-    let port_fields: [(&str, &str, fn(&crate::dpdk::rte_eth_stats) -> u64); 6] = [
+    type Field = (
+        &'static str,
+        &'static str,
+        fn(&crate::dpdk::rte_eth_stats) -> u64,
+    );
+    let port_fields: [Field; 6] = [
         ("rx_packets", "Packets received", |s| s.ipackets),
         ("rx_bytes", "Bytes received", |s| s.ibytes),
         ("tx_packets", "Packets transmitted", |s| s.opackets),

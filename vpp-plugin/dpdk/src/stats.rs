@@ -245,12 +245,14 @@ mod tests {
     #[test]
     fn a_published_copy_reads_back_with_only_active_slots() {
         let p = Published::default();
-        let mut fp = Stats::default();
-        fp.batches = 3;
-        fp.packets = 70;
+        let mut fp = Stats {
+            batches: 3,
+            packets: 70,
+            generation: 7,
+            ..Stats::default()
+        };
         fp.next[1] = 60;
         fp.reason[3] = 10;
-        fp.generation = 7;
         let mut host = [0; HOST_COUNT];
         host[Host::PuntSent as usize] = 10;
         let c = Counters {
@@ -280,9 +282,11 @@ mod tests {
             let p = p.clone();
             std::thread::spawn(move || {
                 for i in 0..20_000u64 {
-                    let mut fp = Stats::default();
-                    fp.batches = i;
-                    fp.packets = i * 2;
+                    let fp = Stats {
+                        batches: i,
+                        packets: i * 2,
+                        ..Stats::default()
+                    };
                     p.publish(
                         &fp,
                         &[i; HOST_COUNT],

@@ -497,6 +497,7 @@ impl Raw {
                 std::mem::size_of::<libc::timeval>() as u32,
             )
         };
+        // SAFETY: all-zero sockaddr_ll is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
