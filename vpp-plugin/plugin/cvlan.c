@@ -130,7 +130,7 @@ static clib_error_t *cvlan_config (CLIB_UNUSED (vlib_main_t *vm), unformat_input
   u8 *s = 0;
   u32 v;
 
-  while (unformat_check_input (input) != UNFORMAT_END_OF_INPUT)
+  while (unformat_check_input (input) != (uword) UNFORMAT_END_OF_INPUT)
     {
       if (unformat (input, "segment %s", &s))
         {
@@ -215,7 +215,7 @@ static clib_error_t *cvlan_main_loop_enter (vlib_main_t *vm)
       clib_error_free (err);
     }
 
-  vlib_process_signal_event (vm, cvlan_attach_process_node.index, 0, 0);
+  /* cvlan-attach-process attaches within a second of the main loop starting. */
   return 0;
 }
 

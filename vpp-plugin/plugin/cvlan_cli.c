@@ -16,7 +16,7 @@ static clib_error_t *cvlan_attach_command_fn (vlib_main_t *vm, unformat_input_t 
   u8 *path = 0;
   u32 workers = 0;
 
-  while (unformat_check_input (input) != UNFORMAT_END_OF_INPUT)
+  while (unformat_check_input (input) != (uword) UNFORMAT_END_OF_INPUT)
     {
       if (unformat (input, "segment %s", &path))
         ;
@@ -83,7 +83,7 @@ static clib_error_t *cvlan_interface_command_fn (CLIB_UNUSED (vlib_main_t *vm),
   u32 sw_if_index = ~0u, tenant = ~0u, local_iface = ~0u;
   int is_add = 1;
 
-  while (unformat_check_input (input) != UNFORMAT_END_OF_INPUT)
+  while (unformat_check_input (input) != (uword) UNFORMAT_END_OF_INPUT)
     {
       if (unformat (input, "%U", unformat_vnet_sw_interface, vnm, &sw_if_index))
         ;
@@ -198,7 +198,7 @@ static clib_error_t *show_cvlan_peers_fn (vlib_main_t *vm, unformat_input_t *inp
   u32 max = 65536, shown = 0;
   int tenants = 0;
 
-  while (unformat_check_input (input) != UNFORMAT_END_OF_INPUT)
+  while (unformat_check_input (input) != (uword) UNFORMAT_END_OF_INPUT)
     {
       if (unformat (input, "max %u", &max))
         ;
