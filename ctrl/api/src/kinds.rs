@@ -222,6 +222,25 @@ impl Kind for pb::Tenant {
         check_name("name", &self.name)?;
         check_text("displayName", &self.display_name, 200)
     }
+    fn before_delete<'a>(&'a self, c: &'a mut AnyConnection) -> BoxFuture<'a, ApiResult<()>> {
+        // Everything in the tenant goes by cascade; vrouters only lose their assignment.
+        Box::pin(unassign(c, move |a| a.tenant_id == self.id))
+    }
+}
+
+/// Drops the vrouter assignments `gone` matches (their tenant or CVLAN is being deleted), so
+/// no vrouter is left naming something that no longer exists.
+async fn unassign(
+    c: &mut AnyConnection,
+    gone: impl Fn(&pb::VrouterAssignment) -> bool,
+) -> ApiResult<()> {
+    for mut v in entity::list_all::<pb::Vrouter>(c, Scope::Global).await? {
+        if v.assignments.iter().any(&gone) {
+            v.assignments.retain(|a| !gone(a));
+            entity::update(c, &v).await?;
+        }
+    }
+    Ok(())
 }
 
 impl Kind for pb::Cvlan {
@@ -312,7 +331,7 @@ impl Kind for pb::Cvlan {
                     self.name
                 )));
             }
-            Ok(())
+            unassign(c, |a| a.cvlan_id == self.id).await
         })
     }
     fn enrich<'a>(store: &'a Store, items: &'a mut [Self]) -> BoxFuture<'a, ApiResult<()>> {

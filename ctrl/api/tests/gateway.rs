@@ -23,34 +23,25 @@ type GwStream = tonic::Streaming<pb::GatewaySyncResponse>;
 
 async fn tenant(h: &H, name: &str, v4: &str) -> (String, String) {
     let t = h
-        .ok("POST", "/api/v1/tenants", Some(json!({"name": name})))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .ok_id("POST", "/api/v1/tenants", Some(json!({"name": name})))
+        .await;
     let cv = h
-        .ok(
+        .ok_id(
             "POST",
             &format!("/api/v1/tenants/{name}/cvlans"),
             Some(json!({"name": "lab", "ipv4Prefix": v4})),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     (t, cv)
 }
 
 async fn vrouter(h: &H, name: &str, assignments: Value) -> String {
-    h.ok(
+    h.ok_id(
         "POST",
         "/api/v1/vrouters",
         Some(json!({"name": name, "assignments": assignments})),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    .await
 }
 
 async fn join_token(h: &H, vr: &str, body: Value) -> String {
@@ -323,6 +314,25 @@ async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_c
             .await
             .unwrap_err();
         assert!(e.message().contains("revoked"), "{}", e.message());
+
+        // Deleting a CVLAN drops the assignments naming it.
+        let spare = h
+            .ok_id(
+                "POST",
+                "/api/v1/tenants/acme/cvlans",
+                Some(json!({"name": "spare", "ipv4Prefix": "10.21.0.0/24"})),
+            )
+            .await;
+        h.ok(
+            "PATCH",
+            &format!("/api/v1/vrouters/{vr}"),
+            Some(json!({"assignments": [{"tenantId": tid}, {"tenantId": tid, "cvlanId": spare}]})),
+        )
+        .await;
+        h.ok("DELETE", "/api/v1/tenants/acme/cvlans/spare", None)
+            .await;
+        let v = h.ok("GET", &format!("/api/v1/vrouters/{vr}"), None).await;
+        assert_eq!(v["assignments"], json!([{"tenantId": tid}]));
 
         // The token strings are nowhere: not in the audit log, not in the database, not in
         // the vrouter; creation and enrolment are audited.
@@ -602,16 +612,30 @@ async fn gateway_tables_keep_tenants_apart_and_follow_policy_and_node_changes() 
         })
         .await;
 
-        // Unassigning beta drops it; deleting the vrouter ends the stream.
+        // Deleting tenant beta drops it; so does unassigning acme; deleting the vrouter ends
+        // the stream.
+        h.ok("DELETE", "/api/v1/tenants/beta", None).await;
+        let t = tables_after(&mut s, &mut version, |t| t.tenants.len() == 1).await;
+        // The vrouter no longer names the deleted tenant (and can still be edited).
+        let v = h
+            .ok(
+                "PATCH",
+                &format!("/api/v1/vrouters/{vr}"),
+                Some(json!({"name": "gw1b"})),
+            )
+            .await;
+        assert_eq!(v["assignments"], json!([{"tenantId": acme}]));
+        assert_eq!(t.tenants[0].tenant_id, acme);
+        assert!(t.peers.iter().all(|p| p.tenant_id == acme));
+        assert!(t.routes.iter().all(|r| r.tenant_id == acme));
         h.ok(
             "PATCH",
             &format!("/api/v1/vrouters/{vr}"),
-            Some(json!({"assignments": [{"tenantId": acme}]})),
+            Some(json!({"assignments": []})),
         )
         .await;
-        let t = tables_after(&mut s, &mut version, |t| t.tenants.len() == 1).await;
-        assert_eq!(t.tenants[0].tenant_id, acme);
-        assert!(t.peers.iter().all(|p| p.tenant_id == acme));
+        let t = tables_after(&mut s, &mut version, |t| t.tenants.is_empty()).await;
+        assert!(t.peers.is_empty() && t.acls.is_empty() && t.routes.is_empty());
         h.ok("DELETE", &format!("/api/v1/vrouters/{vr}"), None)
             .await;
         let e = tokio::time::timeout(Duration::from_secs(2), s.message())

@@ -20,25 +20,19 @@ async fn setup(l: &Lab) -> (String, String) {
     h.ok("POST", "/api/v1/tenants", Some(json!({"name": "acme"})))
         .await;
     let x = h
-        .ok(
+        .ok_id(
             "POST",
             "/api/v1/tenants/acme/cvlans",
             Some(json!({"name": "x", "ipv4Prefix": "10.20.0.0/24"})),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let y = h
-        .ok(
+        .ok_id(
             "POST",
             "/api/v1/tenants/acme/cvlans",
             Some(json!({"name": "y", "ipv4Prefix": "10.21.0.0/24"})),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     (x, y)
 }
 

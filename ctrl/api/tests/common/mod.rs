@@ -146,6 +146,14 @@ impl H {
         v
     }
 
+    /// Root call that must succeed; returns the `id` of the object it made.
+    pub async fn ok_id(&self, method: &str, path: &str, body: Option<Value>) -> String {
+        self.ok(method, path, body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn audit_count(&self) -> i64 {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_events")
             .fetch_one(self.app.svc.store.pool())
