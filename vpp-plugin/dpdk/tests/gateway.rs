@@ -148,7 +148,8 @@ fn handshake_initiation_is_punted_and_stats_report_the_traffic() {
 fn tx_datagram_from_the_sidecar_is_routed_onto_the_wire() {
     let mut lab = Lab::new();
     write_segment(&lab.segment());
-    lab.start(&[]);
+    // The metrics listener lives in the gateway namespace: no clash between parallel tests.
+    lab.start(&["--metrics-listen", "127.0.0.1:9436"]);
     let a = lab.udp(A_HOST, A_PORT);
     let me = UnixDatagram::unbound().unwrap();
     let pkt = ipv4_udp(UNDERLAY, A_HOST, WG_PORT, A_PORT, b"from vrouterd");
@@ -178,6 +179,65 @@ fn tx_datagram_from_the_sidecar_is_routed_onto_the_wire() {
     assert!(host["ctl_bad"].as_u64().unwrap() >= 1, "{s}");
     assert!(host["arp_requests"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["arp"]["misses"].as_u64().unwrap() >= 1, "{s}");
+
+    let metrics = in_ns(&lab.gw, || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect("127.0.0.1:9436").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    });
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let port = format!(
+        "vrouter_dpdk_port_tx_packets_total{{port=\"0\",iface=\"{}\"}}",
+        lab.gw_if
+    );
+    assert!(value(&port) >= 1);
+    assert!(value("vrouter_dpdk_host_total{worker=\"0\",counter=\"tx_injected\"}") >= 1);
+    assert_eq!(value("vrouter_dpdk_segment_attached"), 1);
+    assert!(metrics.contains("vrouter_dpdk_worker_reason_total{worker=\"0\",reason=\"replay\"}"));
+    assert!(lab.stop().success());
+}
+
+#[test]
+fn two_workers_share_the_port_and_both_publish_counters() {
+    let mut lab = Lab::new();
+    write_segment(&lab.segment());
+    lab.start(&["--workers", "2"]);
+    lab.wait_log("attached to table segment", Duration::from_secs(5));
+    let a = lab.udp(A_HOST, A_PORT);
+    let b = lab.udp(B_HOST, B_PORT);
+    let msg = a_to_b(&a, &b, &mut 0, &inner(b"two workers"));
+    assert!(open_wg(&KEY_GW_TO_B, &msg).is_some());
+    let t0 = Instant::now();
+    loop {
+        let s = lab.stats();
+        let w = s["workers"].as_array().unwrap();
+        assert_eq!(w.len(), 2, "{s}");
+        let fwd: u64 = w
+            .iter()
+            .map(|w| w["next"]["underlay"].as_u64().unwrap())
+            .sum();
+        if fwd >= 1 {
+            break;
+        }
+        // Worker 1 publishes on its own every 50 ms.
+        assert!(t0.elapsed() < Duration::from_secs(2), "{s}");
+        std::thread::sleep(Duration::from_millis(60));
+    }
     assert!(lab.stop().success());
 }
 
