@@ -360,3 +360,37 @@ fn more_workers_than_cpus_is_refused_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_peer_behind_a_static_route_on_the_second_port_is_reached() {
+    let mut lab = Lab::new();
+    let far = std::net::Ipv4Addr::new(192, 0, 2, 3);
+    let ns2 = lab.add_second_port(far);
+    write_segment_image(
+        &lab.segment(),
+        &tables_with_b(std::net::SocketAddr::from((far, B_PORT))),
+    );
+    lab.start(&["--route", "192.0.2.0/24,via=10.251.2.3"]);
+    lab.wait_log("attached to table segment", Duration::from_secs(5));
+    let a = lab.udp(A_HOST, A_PORT);
+    let b = in_ns(&ns2, move || {
+        std::net::UdpSocket::bind((far, B_PORT)).unwrap()
+    });
+    b.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let msg = a_to_b(&a, &b, &mut 0, &inner(b"via port 1"));
+    let (receiver, _, pt) = open_wg(&KEY_GW_TO_B, &msg).expect("B's key opens it");
+    assert_eq!(receiver, B_INDEX);
+    assert!(pt.starts_with(&inner(b"via port 1")));
+    let s = lab.stats();
+    assert_eq!(
+        s["ports"][1]["iface"],
+        lab.second.as_ref().unwrap().0.as_str()
+    );
+    assert!(s["ports"][1]["tx_packets"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        s["ports"][1]["rx_packets"].as_u64().unwrap() >= 1,
+        "ARP reply: {s}"
+    );
+    assert!(lab.stop().success());
+}

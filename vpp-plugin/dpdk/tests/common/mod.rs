@@ -86,6 +86,8 @@ pub struct Lab {
     pub rm_if: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Optional second port: (gateway-side veth, remote namespace).
+    pub second: Option<(String, String)>,
 }
 
 impl Lab {
@@ -102,6 +104,7 @@ impl Lab {
             rm_if: format!("cvr{tag}"),
             dir: std::env::temp_dir().join(format!("cvd-test-{tag}")),
             child: None,
+            second: None,
         };
         let _ = std::fs::remove_dir_all(&lab.dir);
         std::fs::create_dir_all(&lab.dir).unwrap();
@@ -152,6 +155,62 @@ impl Lab {
         lab
     }
 
+    /// Adds port 1 (10.251.2.1/24) towards a third namespace holding 10.251.2.3 on the veth
+    /// and `far` on its loopback (reachable from the gateway only through a --route).
+    pub fn add_second_port(&mut self, far: Ipv4Addr) -> String {
+        let tag = self.gw.trim_start_matches("cvdgw").to_owned();
+        let (ns, gw_if, rm_if) = (
+            format!("cvdr2{tag}"),
+            format!("cvh{tag}"),
+            format!("cvs{tag}"),
+        );
+        sh(&["ip", "netns", "add", &ns]);
+        self.second = Some((gw_if.clone(), ns.clone()));
+        sh(&[
+            "ip", "link", "add", &gw_if, "netns", &self.gw, "type", "veth", "peer", "name", &rm_if,
+            "netns", &ns,
+        ]);
+        for (n, i) in [(&self.gw, &gw_if), (&ns, &rm_if)] {
+            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", n, "link", "set", i, "up"]);
+            sh(&[
+                "ip", "netns", "exec", n, "ethtool", "-K", i, "tx", "off", "gso", "off", "tso",
+                "off", "gro", "off",
+            ]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "10.251.2.3/24",
+            "dev",
+            &rm_if,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{far}/32"),
+            "dev",
+            "lo",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "10.255.0.1/32",
+            "via",
+            "10.251.2.1",
+        ]);
+        ns
+    }
+
     pub fn segment(&self) -> PathBuf {
         self.dir.join("segment")
     }
@@ -192,6 +251,10 @@ impl Lab {
         ] {
             args.push(f.into());
             args.push(p.display().to_string());
+        }
+        if let Some((gw_if, _)) = &self.second {
+            args.push("--port".into());
+            args.push(format!("iface={gw_if},addr=10.251.2.1/24"));
         }
         if !extra.contains(&"--idle-sleep-us") {
             // Be gentle with the shared test machine: sleep when idle.
@@ -298,6 +361,9 @@ impl Drop for Lab {
         }
         let _ = Command::new("ip").args(["netns", "del", &self.gw]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.rm]).status();
+        if let Some((_, ns)) = &self.second {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/cvdtest{}", self.gw));
     }
@@ -316,6 +382,11 @@ pub fn header(kind: u8, port: u16, reason: u16) -> Vec<u8> {
 
 /// One tenant, peers A and B with installed keypairs and endpoints in the remote namespace.
 pub fn tables() -> Vec<u8> {
+    tables_with_b(SocketAddr::from((B_HOST, B_PORT)))
+}
+
+/// As [`tables`], with B's endpoint at `b`.
+pub fn tables_with_b(b: SocketAddr) -> Vec<u8> {
     let p = |a: Ipv4Addr| Prefix::new(a.into(), 32);
     TableBuilder {
         underlay: Underlay {
@@ -346,7 +417,7 @@ pub fn tables() -> Vec<u8> {
             PeerSpec {
                 id: 2,
                 tenant: 0,
-                endpoint: Some(SocketAddr::from((B_HOST, B_PORT))),
+                endpoint: Some(b),
                 allowed_ips: vec![p(B_INNER)],
                 current: Some(KeypairSpec {
                     receiver_index: RX_B,
@@ -364,6 +435,11 @@ pub fn tables() -> Vec<u8> {
 }
 
 pub fn write_segment(path: &Path) {
+    write_segment_image(path, &tables());
+}
+
+/// Publishes `image` as the only generation of a fresh segment at `path`.
+pub fn write_segment_image(path: &Path, image: &[u8]) {
     let params = SegmentParams {
         keypair_capacity: 16,
         slot_size: 1 << 16,
@@ -372,7 +448,7 @@ pub fn write_segment(path: &Path) {
     // Written next to the target and renamed, as a writer replacing a bad file would.
     let tmp = path.with_extension("new");
     let mut seg = Segment::create_file(&tmp, params).unwrap();
-    seg.publish(&tables()).unwrap();
+    seg.publish(image).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
