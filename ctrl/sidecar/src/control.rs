@@ -32,6 +32,24 @@ pub struct Enrolment {
     pub vrouter_id: String,
     /// Vrouter name.
     pub name: String,
+    /// Client certificate issued (Unix seconds; 0 = unknown, renew at once).
+    #[serde(default)]
+    pub cert_issued_at: u64,
+    /// Client certificate expiry (Unix seconds).
+    #[serde(default)]
+    pub cert_expires_at: u64,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn save(store: &StateDir, e: &Enrolment) -> Result<(), String> {
+    let mut j = serde_json::to_vec_pretty(e).map_err(|e| e.to_string())?;
+    j.push(b'\n');
+    store.write(files::VROUTER, &j).map_err(|e| e.to_string())
 }
 
 /// An update from the control plane.
@@ -153,10 +171,15 @@ pub async fn enrol(cfg: &ClientConfig, store: &StateDir) -> Result<Enrolment, St
     ClientIdentity::from_pem(&resp.certificate_pem, machine.pem())
         .map_err(|_| "the enrolment answer has no usable certificate")?;
     let v = resp.vrouter.unwrap_or_default();
+    let now = now_unix();
     let e = Enrolment {
         server: cfg.server.to_string(),
         vrouter_id: v.id,
         name: v.name,
+        cert_issued_at: now,
+        cert_expires_at: resp
+            .certificate_expires_at
+            .map_or(now + 30 * 86_400, |t| u64::try_from(t.seconds).unwrap_or(0)),
     };
     store
         .write(
@@ -167,9 +190,7 @@ pub async fn enrol(cfg: &ClientConfig, store: &StateDir) -> Result<Enrolment, St
     store
         .write(cvlan_agent::state::files::CA, resp.ca_pem.as_bytes())
         .map_err(|e| e.to_string())?;
-    let mut j = serde_json::to_vec_pretty(&e).map_err(|e| e.to_string())?;
-    j.push(b'\n');
-    store.write(files::VROUTER, &j).map_err(|e| e.to_string())?;
+    save(store, &e)?;
     tracing::info!(vrouter_id = %e.vrouter_id, "enrolled");
     Ok(e)
 }
@@ -248,6 +269,53 @@ async fn sleep_or_cancel(d: Duration, cancel: &mut watch::Receiver<bool>) -> boo
     }
 }
 
+/// Renews the client certificate when less than a third of its validity remains
+/// (the agent's rule); the next connection uses the new one.
+async fn renew_if_due(
+    client: &mut GatewayServiceClient<tonic::transport::Channel>,
+    store: &StateDir,
+) -> Result<(), String> {
+    let Some(mut e) = store
+        .read(files::VROUTER)
+        .map_err(|e| e.to_string())?
+        .and_then(|v| serde_json::from_slice::<Enrolment>(&v).ok())
+    else {
+        return Ok(());
+    };
+    if !cvlan_agent::agent::renewal_due(e.cert_issued_at, e.cert_expires_at, now_unix()) {
+        return Ok(());
+    }
+    let csr = store
+        .machine_key()
+        .and_then(|k| {
+            k.csr_pem()
+                .map_err(|source| cvlan_agent::state::StateError::Key {
+                    path: store.path().join(cvlan_agent::state::files::MACHINE_KEY),
+                    source,
+                })
+        })
+        .map_err(|e| e.to_string())?;
+    let r = client
+        .renew_certificate(pb::RenewCertificateRequest { csr_pem: csr })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    store
+        .write(
+            cvlan_agent::state::files::CLIENT_CERT,
+            r.certificate_pem.as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+    let now = now_unix();
+    e.cert_issued_at = now;
+    e.cert_expires_at = r
+        .certificate_expires_at
+        .map_or(now + 30 * 86_400, |t| u64::try_from(t.seconds).unwrap_or(0));
+    save(store, &e)?;
+    tracing::info!(expires_at = e.cert_expires_at, "client certificate renewed");
+    Ok(())
+}
+
 /// One connection; `None` when cancelled, else why it ended.
 async fn session(
     cfg: &ClientConfig,
@@ -269,6 +337,10 @@ async fn session(
         _ = cancel.wait_for(|c| *c) => return None,
     };
     let mut client = GatewayServiceClient::new(ch);
+    if let Err(e) = renew_if_due(&mut client, store).await {
+        // The current certificate still works until it expires: keep going.
+        tracing::warn!(error = %e, "certificate renewal failed");
+    }
     let mut stream = match client
         .sync(pb::GatewaySyncRequest { since_version: 0 })
         .await
@@ -277,10 +349,22 @@ async fn session(
         Err(s) => return Some(format!("sync refused: {:?}: {}", s.code(), s.message())),
     };
     tracing::info!(server = %cfg.server, "control plane stream open");
+    // A stream can stay up for longer than a certificate lives: check hourly.
+    let mut renew = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    );
     loop {
         let msg = tokio::select! {
-            m = stream.message() => m,
+            m = stream.message() => Some(m),
             _ = cancel.wait_for(|c| *c) => return None,
+            _ = renew.tick() => None,
+        };
+        let Some(msg) = msg else {
+            if let Err(e) = renew_if_due(&mut client, store).await {
+                tracing::warn!(error = %e, "certificate renewal failed");
+            }
+            continue;
         };
         match msg {
             Ok(Some(m)) => {

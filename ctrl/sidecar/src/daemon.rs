@@ -442,16 +442,18 @@ impl Daemon {
             let _ = w.reply.send(Response::ok(local));
         }
         let c = self.sp.counters();
-        metrics::gauge!("vrouterd_handshakes_responded").set(c.handshakes_responded as f64);
-        metrics::gauge!("vrouterd_handshakes_completed").set(c.handshakes_completed as f64);
-        metrics::gauge!("vrouterd_initiations_sent").set(c.initiations_sent as f64);
-        metrics::gauge!("vrouterd_cookie_replies_sent").set(c.cookie_replies_sent as f64);
-        metrics::gauge!("vrouterd_keepalives").set(c.keepalives as f64);
+        metrics::counter!("vrouterd_handshakes_responded_total").absolute(c.handshakes_responded);
+        metrics::counter!("vrouterd_handshakes_completed_total").absolute(c.handshakes_completed);
+        metrics::counter!("vrouterd_initiations_sent_total").absolute(c.initiations_sent);
+        metrics::counter!("vrouterd_cookie_replies_sent_total").absolute(c.cookie_replies_sent);
+        metrics::counter!("vrouterd_cookies_received_total").absolute(c.cookies_received);
+        metrics::counter!("vrouterd_keepalives_total").absolute(c.keepalives);
         metrics::gauge!("vrouterd_peers").set(self.sp.model.peers().len() as f64);
         metrics::gauge!("vrouterd_keypairs").set(self.keypair_count() as f64);
         metrics::gauge!("vrouterd_generation").set(self.generation as f64);
         for (reason, n) in &c.drops {
-            metrics::gauge!("vrouterd_handshake_drops", "reason" => reason.clone()).set(*n as f64);
+            metrics::counter!("vrouterd_handshake_drops_total", "reason" => reason.clone())
+                .absolute(*n);
         }
     }
 

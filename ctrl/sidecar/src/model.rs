@@ -691,10 +691,8 @@ impl Model {
             last_keepalive: None,
         };
         if s.initiator {
-            // Like WireGuard: a confirmed new current retires the unconfirmed next.
-            if let Some(n) = p.keys.next.take() {
-                released.push(n.spec.receiver_index);
-            }
+            // An unconfirmed `next` from a simultaneous handshake the peer started stays: the
+            // peer may send on it (it is promoted when it does).
             if let Some(old) = p.keys.previous.take() {
                 released.push(old.spec.receiver_index);
             }

@@ -258,16 +258,25 @@ impl SlowPath {
         }
     }
 
-    /// Handles one punted outer packet (`reason` = the fast path's reason name).
+    /// Handles one punted packet (`reason` = the fast path's reason name). Only handshake
+    /// messages and keepalives are acted on; every other punt (unknown receivers, packets
+    /// without a keypair or endpoint, non-WireGuard traffic) is counted — its payload may be
+    /// a tenant's inner packet, which must never be read as a handshake.
     pub fn handle_punt(&mut self, reason: &str, packet: &[u8], now: Instant) {
         bump(&mut self.counters.punts, reason);
+        let keepalive = match reason {
+            "handshake_init" | "handshake_response" | "cookie_reply" => false,
+            "keepalive" => true,
+            _ => return,
+        };
         let Some(udp) = parse_udp(packet) else {
             bump(&mut self.counters.drops, "not_udp");
             return;
         };
         let msg = udp.payload;
         match msg.first().copied() {
-            Some(MSG_INITIATION | MSG_RESPONSE | MSG_COOKIE_REPLY) => {
+            Some(MSG_DATA) if keepalive => self.keepalive(msg, udp.src, now),
+            Some(MSG_INITIATION | MSG_RESPONSE | MSG_COOKIE_REPLY) if !keepalive => {
                 let under_load = if msg[0] == MSG_COOKIE_REPLY {
                     false
                 } else {
@@ -278,7 +287,6 @@ impl SlowPath {
                     Err(e) => self.drop_hs(e),
                 }
             }
-            Some(MSG_DATA) => self.keepalive(msg, udp.src, now),
             _ => bump(&mut self.counters.drops, "not_handshake"),
         }
     }

@@ -313,7 +313,10 @@ async fn counters_say_the_data_plane_is_not_reachable_when_vrouter_dpdk_is_absen
     let dir = TempDir::new();
     let b_pub = PublicKey::from(&StaticSecret::from(rand::random::<[u8; 32]>()));
     let boot = bootstrap_file(&dir.0, &b_pub);
-    let s = settings(&dir.0, &boot);
+    let mut s = settings(&dir.0, &boot);
+    // The only test of this binary that installs the (process-global) metrics recorder.
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    s.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
     let (stop, rx) = watch::channel(false);
     let d = tokio::spawn(daemon::run(s.clone(), rx));
     wait_for(&s.control_socket).await;
@@ -344,6 +347,23 @@ async fn counters_say_the_data_plane_is_not_reachable_when_vrouter_dpdk_is_absen
     assert_eq!(seen["bad_datagrams"]["bad_magic"], 1, "{seen}");
     assert_eq!(seen["bad_datagrams"]["bad_kind"], 1, "{seen}");
     assert_eq!(seen["bad_datagrams"]["short"], 1, "{seen}");
+    let scrape = {
+        use tokio::io::AsyncReadExt as _;
+        let mut c = tokio::net::TcpStream::connect(s.metrics_listen.unwrap())
+            .await
+            .unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(
+        scrape.contains(r#"vrouterd_punt_bad_total{reason="bad_kind"} 1"#),
+        "{scrape}"
+    );
+    assert!(scrape.contains("vrouterd_publishes_total"), "{scrape}");
     stop.send(true).unwrap();
     d.await.unwrap().unwrap();
 }

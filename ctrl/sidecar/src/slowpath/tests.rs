@@ -196,7 +196,15 @@ fn unanswered_initiations_are_retried_after_rekey_timeout_and_abandoned_after_th
 fn garbage_punts_are_counted_by_reason_and_change_nothing() {
     let (mut sp, _, _) = setup(&[]);
     let now = Instant::now();
-    sp.handle_punt("not_wireguard", b"\x45garbage", now);
+    sp.handle_punt("handshake_init", b"\x45garbage", now);
+    // A tenant's inner packet punted for lack of a keypair is never read as a handshake.
+    let inner_like = build_udp(
+        "10.0.0.9:1".parse().expect("a"),
+        "10.0.0.2:51820".parse().expect("b"),
+        &[1, 0, 0, 0, 5, 5],
+    )
+    .expect("pkt");
+    sp.handle_punt("no_keypair", &inner_like, now);
     sp.handle_punt(
         "handshake_init",
         &punted("192.0.2.1:1", &[1, 0, 0, 0, 9]),
@@ -205,9 +213,10 @@ fn garbage_punts_are_counted_by_reason_and_change_nothing() {
     let mut forged = [7u8; INITIATION_LEN];
     forged[..4].copy_from_slice(&[1, 0, 0, 0]);
     sp.handle_punt("handshake_init", &punted("192.0.2.1:1", &forged), now);
-    sp.handle_punt("unknown_message", &punted("192.0.2.1:1", &[9, 9]), now);
+    sp.handle_punt("keepalive", &punted("192.0.2.1:1", &[9, 9]), now);
     let c = sp.counters();
-    assert_eq!(c.punts.get("handshake_init"), Some(&2));
+    assert_eq!(c.punts.get("handshake_init"), Some(&3));
+    assert_eq!(c.punts.get("no_keypair"), Some(&1));
     assert_eq!(c.drops.get("not_udp"), Some(&1));
     assert_eq!(c.drops.get("malformed"), Some(&1));
     assert_eq!(c.drops.get("bad_mac1"), Some(&1));
