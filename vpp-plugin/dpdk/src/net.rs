@@ -336,3 +336,60 @@ mod tests {
         assert!(Routes::new(&ports, &[(0, 0, ip([172, 16, 0, 1]))]).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reference: every matching route, longest prefix first, connected before static.
+    fn naive(ports: &[PortAddr], statics: &[(u32, u8, u32)], dst: u32) -> Option<(u16, u32)> {
+        let mut best: Option<(u8, u16, u32)> = None;
+        for (i, p) in ports.iter().enumerate() {
+            if p.contains(dst) && best.is_none_or(|b| p.len > b.0) {
+                best = Some((p.len, i as u16, dst));
+            }
+        }
+        for &(net, len, via) in statics {
+            if dst & mask(len) == net & mask(len) && best.is_none_or(|b| len > b.0) {
+                let port = ports.iter().position(|p| p.contains(via))? as u16;
+                best = Some((len, port, via));
+            }
+        }
+        best.map(|b| (b.1, b.2))
+    }
+
+    proptest! {
+        #[test]
+        fn route_lookup_matches_a_linear_longest_prefix_reference(
+            ports in prop::collection::vec((any::<u32>(), 8u8..=30), 1..4),
+            statics in prop::collection::vec((any::<u32>(), 0u8..=32, 0usize..4, 1u32..200), 0..6),
+            dsts in prop::collection::vec(any::<u32>(), 1..32),
+        ) {
+            let ports: Vec<PortAddr> = ports.into_iter().map(|(addr, len)| PortAddr { addr, len }).collect();
+            // Gateways inside some port's subnet (as the binary requires).
+            let statics: Vec<(u32, u8, u32)> = statics
+                .into_iter()
+                .map(|(net, len, p, host)| {
+                    let pa = ports[p % ports.len()];
+                    (net, len, (pa.addr & mask(pa.len)) | (host & !mask(pa.len)))
+                })
+                .collect();
+            let r = Routes::new(&ports, &statics).expect("gateways are connected");
+            for dst in dsts.iter().copied().chain(statics.iter().map(|s| s.0)) {
+                prop_assert_eq!(r.lookup(dst), naive(&ports, &statics, dst));
+            }
+        }
+
+        #[test]
+        fn parsers_never_panic_and_ipv4_lengths_stay_inside_the_input(
+            b in prop::collection::vec(any::<u8>(), 0..128),
+        ) {
+            let _ = parse_arp(&b);
+            let _ = ethertype(&b);
+            if let Some(i) = ipv4_info(&b) {
+                prop_assert!(i.total_len <= b.len() && i.total_len >= 20);
+            }
+        }
+    }
+}

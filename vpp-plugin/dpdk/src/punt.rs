@@ -140,3 +140,24 @@ mod tests {
         assert_eq!(Header::decode(&b), Err(HeaderError::Magic));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_header_round_trips_and_arbitrary_bytes_never_panic(
+            kind in 1u8..=4, port: u16, reason: u16, worker: u16,
+            junk in prop::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let kind = Kind::from_u8(kind).expect("valid kind");
+            let h = Header { kind, port, reason, worker };
+            let mut d = h.encode().to_vec();
+            d.extend_from_slice(&junk);
+            prop_assert_eq!(Header::decode(&d), Ok(h));
+            let _ = Header::decode(&junk);
+        }
+    }
+}
