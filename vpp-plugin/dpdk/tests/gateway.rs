@@ -394,3 +394,30 @@ fn a_peer_behind_a_static_route_on_the_second_port_is_reached() {
     );
     assert!(lab.stop().success());
 }
+
+#[test]
+fn a_replaced_segment_file_is_reattached_and_a_deleted_one_keeps_the_last_tables() {
+    let mut lab = Lab::new();
+    write_segment(&lab.segment());
+    lab.start(&[]);
+    lab.wait_log("attached to table segment", Duration::from_secs(5));
+    let a = lab.udp(A_HOST, A_PORT);
+    let b = lab.udp(B_HOST, B_PORT);
+    let mut counter = 0;
+    a_to_b(&a, &b, &mut counter, &inner(b"first tables"));
+
+    // vrouterd gone and its segment file with it: the workers keep the mapping they hold.
+    std::fs::remove_file(lab.segment()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let msg = a_to_b(&a, &b, &mut counter, &inner(b"file deleted"));
+    assert!(open_wg(&KEY_GW_TO_B, &msg).is_some());
+
+    // A new file (new inode) where B moved to another port: re-attached within seconds.
+    let moved = std::net::SocketAddr::from((B_HOST, B_PORT + 1));
+    write_segment_image(&lab.segment(), &tables_with_b(moved));
+    lab.wait_log("replaced=true", Duration::from_secs(5));
+    let b2 = lab.udp(B_HOST, B_PORT + 1);
+    let msg = a_to_b(&a, &b2, &mut counter, &inner(b"new tables"));
+    assert!(open_wg(&KEY_GW_TO_B, &msg).is_some());
+    assert!(lab.stop().success());
+}
