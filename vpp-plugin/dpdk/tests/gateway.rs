@@ -216,8 +216,9 @@ fn tx_datagram_from_the_sidecar_is_routed_onto_the_wire() {
 fn two_workers_share_the_port_and_both_publish_counters() {
     let mut lab = Lab::new();
     write_segment(&lab.segment());
-    lab.start(&["--workers", "2"]);
+    lab.start(&["--workers", "2", "--eal-args", "--log-level=lib.eal:notice"]);
     lab.wait_log("attached to table segment", Duration::from_secs(5));
+    lab.wait_log("\"--log-level=lib.eal:notice\"]", Duration::from_secs(1));
     let a = lab.udp(A_HOST, A_PORT);
     let b = lab.udp(B_HOST, B_PORT);
     let msg = a_to_b(&a, &b, &mut 0, &inner(b"two workers"));
