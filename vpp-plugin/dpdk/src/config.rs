@@ -1,7 +1,7 @@
 //! Command line, environment (`VROUTER_DPDK_*`) and `--config` TOML. Precedence: flag or
 //! environment, then the TOML file, then the built-in default.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -24,12 +24,16 @@ pub struct Cli {
     /// Table segment written by vrouterd [default: /dev/shm/cvlan-tables].
     #[arg(long, env = "VROUTER_DPDK_SEGMENT")]
     pub segment: Option<PathBuf>,
-    /// A port: `iface=NAME,addr=A.B.C.D/LEN` (repeatable; the i-th becomes net_af_packet<i>).
+    /// A port: `iface=NAME,addr=A.B.C.D/LEN[,addr6=X::Y/LEN]` (repeatable; the i-th becomes
+    /// net_af_packet<i>).
     #[arg(long = "port", env = "VROUTER_DPDK_PORTS", value_delimiter = ';')]
     pub ports: Vec<String>,
     /// The gateway's underlay IPv4 address (vrouterd's --listen address).
     #[arg(long, env = "VROUTER_DPDK_UNDERLAY")]
     pub underlay: Option<Ipv4Addr>,
+    /// The gateway's underlay IPv6 address, if it listens on IPv6 too.
+    #[arg(long, env = "VROUTER_DPDK_UNDERLAY6")]
+    pub underlay6: Option<Ipv6Addr>,
     /// Worker lcores (one rx/tx queue per port each) [default: 1].
     #[arg(long, env = "VROUTER_DPDK_WORKERS")]
     pub workers: Option<u16>,
@@ -67,6 +71,7 @@ struct FileConfig {
     #[serde(default)]
     port: Vec<String>,
     underlay: Option<Ipv4Addr>,
+    underlay6: Option<Ipv6Addr>,
     workers: Option<u16>,
     socket: Option<PathBuf>,
     sidecar_socket: Option<PathBuf>,
@@ -88,6 +93,8 @@ pub struct PortSpec {
     pub addr: Ipv4Addr,
     /// Prefix length of the connected subnet.
     pub len: u8,
+    /// Our IPv6 address and prefix length, if any.
+    pub addr6: Option<(Ipv6Addr, u8)>,
 }
 
 /// One static route.
@@ -107,6 +114,7 @@ pub struct Config {
     pub segment: PathBuf,
     pub ports: Vec<PortSpec>,
     pub underlay: Ipv4Addr,
+    pub underlay6: Option<Ipv6Addr>,
     pub workers: u16,
     pub socket: PathBuf,
     pub sidecar_socket: PathBuf,
@@ -134,17 +142,34 @@ fn parse_prefix(s: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
-/// Parses `iface=NAME,addr=A/LEN`.
+fn parse_prefix6(s: &str) -> Result<(Ipv6Addr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("{s:?}: expected X::Y/LEN"))?;
+    let addr: Ipv6Addr = a
+        .parse()
+        .with_context(|| format!("{a:?}: not an IPv6 address"))?;
+    let len: u8 = l
+        .parse()
+        .with_context(|| format!("{l:?}: not a prefix length"))?;
+    if len > 128 {
+        bail!("prefix length {len} > 128");
+    }
+    Ok((addr, len))
+}
+
+/// Parses `iface=NAME,addr=A/LEN[,addr6=X/LEN]`.
 ///
 /// # Errors
 /// When a key is missing, unknown or malformed.
 pub fn parse_port(s: &str) -> Result<PortSpec> {
-    let (mut iface, mut addr) = (None, None);
+    let (mut iface, mut addr, mut addr6) = (None, None, None);
     for kv in s.split(',') {
         match kv.split_once('=') {
             Some(("iface", v)) if !v.is_empty() => iface = Some(v.to_owned()),
             Some(("addr", v)) => addr = Some(parse_prefix(v)?),
-            _ => bail!("--port {s:?}: expected iface=NAME,addr=A.B.C.D/LEN"),
+            Some(("addr6", v)) => addr6 = Some(parse_prefix6(v)?),
+            _ => bail!("--port {s:?}: expected iface=NAME,addr=A.B.C.D/LEN[,addr6=X::Y/LEN]"),
         }
     }
     let iface = iface.with_context(|| format!("--port {s:?}: iface= missing"))?;
@@ -152,7 +177,12 @@ pub fn parse_port(s: &str) -> Result<PortSpec> {
         bail!("--port {s:?}: invalid interface name");
     }
     let (addr, len) = addr.with_context(|| format!("--port {s:?}: addr= missing"))?;
-    Ok(PortSpec { iface, addr, len })
+    Ok(PortSpec {
+        iface,
+        addr,
+        len,
+        addr6,
+    })
 }
 
 /// Parses `PREFIX,via=ADDR`.
@@ -225,6 +255,7 @@ impl Cli {
                 .unwrap_or_else(|| "/dev/shm/cvlan-tables".into()),
             ports,
             underlay,
+            underlay6: self.underlay6.or(file.underlay6),
             workers,
             socket: self
                 .socket
@@ -258,9 +289,13 @@ mod tests {
             PortSpec {
                 iface: "veth0".into(),
                 addr: Ipv4Addr::new(10, 251, 1, 1),
-                len: 24
+                len: 24,
+                addr6: None
             }
         );
+        let p = parse_port("iface=v,addr=10.0.0.1/24,addr6=fd00::1/64").expect("v6");
+        assert_eq!(p.addr6, Some(("fd00::1".parse().expect("addr"), 64)));
+        assert!(parse_port("iface=v,addr=10.0.0.1/24,addr6=fd00::1/129").is_err());
         let e = parse_port("iface=veth0").expect_err("no addr");
         assert!(e.to_string().contains("addr= missing"), "{e}");
         assert!(parse_port("iface=v,addr=10.0.0.1/33").is_err());

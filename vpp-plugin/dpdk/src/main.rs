@@ -107,6 +107,10 @@ fn run(cfg: Config) -> Result<()> {
                 addr: u32::from(p.addr),
                 len: p.len,
             },
+            addr6: p.addr6.map(|(a, len)| net::PortAddr6 {
+                addr: u128::from(a),
+                len,
+            }),
         });
     }
     let addrs: Vec<PortAddr> = ports.iter().map(|p| p.addr).collect();
@@ -120,6 +124,7 @@ fn run(cfg: Config) -> Result<()> {
         ports,
         routes,
         underlay: u32::from(cfg.underlay),
+        underlay6: cfg.underlay6.map(u128::from),
         neigh: neigh::Neighbours::default(),
         published: (0..cfg.workers)
             .map(|_| stats::Published::default())

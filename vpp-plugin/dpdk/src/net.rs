@@ -140,6 +140,188 @@ pub fn ipv4_info(p: &[u8]) -> Option<Ipv4Info> {
     })
 }
 
+/// The checked header fields of an IPv6 packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Info {
+    /// 40 + payload length (Ethernet padding after it is not part of the packet).
+    pub total_len: usize,
+    /// Next header.
+    pub next: u8,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Source address.
+    pub src: u128,
+    /// Destination address.
+    pub dst: u128,
+}
+
+fn be128(b: &[u8], at: usize) -> u128 {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    u128::from_be_bytes(a)
+}
+
+/// Checks the IPv6 header of `p` (version, payload length within `p`).
+#[must_use]
+pub fn ipv6_info(p: &[u8]) -> Option<Ipv6Info> {
+    if p.len() < 40 || p[0] >> 4 != 6 {
+        return None;
+    }
+    let total_len = 40 + usize::from(be16(p, 4));
+    if total_len > p.len() {
+        return None;
+    }
+    Some(Ipv6Info {
+        total_len,
+        next: p[6],
+        hop_limit: p[7],
+        src: be128(p, 8),
+        dst: be128(p, 24),
+    })
+}
+
+/// ICMPv6 type: neighbour solicitation.
+pub const NDP_NS: u8 = 135;
+/// ICMPv6 type: neighbour advertisement.
+pub const NDP_NA: u8 = 136;
+/// Length of the NS/NA frames written here: Ethernet + IPv6 + 24-byte message + 8-byte
+/// link-layer address option.
+pub const NDP_FRAME_LEN: usize = ETH_LEN + 40 + 32;
+
+/// A neighbour solicitation or advertisement (RFC 4861), as far as a host needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ndp {
+    /// [`NDP_NS`] or [`NDP_NA`].
+    pub kind: u8,
+    /// Target address.
+    pub target: u128,
+    /// Source (NS) or target (NA) link-layer address option.
+    pub lladdr: Option<[u8; 6]>,
+}
+
+/// Parses an NS/NA from an IPv6 packet (no extension headers; hop limit must be 255 and the
+/// ICMPv6 checksum valid, as RFC 4861 requires).
+#[must_use]
+pub fn parse_ndp(ip: &[u8], info: &Ipv6Info) -> Option<Ndp> {
+    if info.next != 58 || info.hop_limit != 255 || info.total_len < 40 + 24 {
+        return None;
+    }
+    let m = &ip[40..info.total_len];
+    let kind = m[0];
+    if (kind != NDP_NS && kind != NDP_NA) || m[1] != 0 {
+        return None;
+    }
+    if icmpv6_checksum(info.src, info.dst, m) != 0 {
+        return None;
+    }
+    let target = be128(m, 8);
+    let want = if kind == NDP_NS { 1 } else { 2 };
+    let mut lladdr = None;
+    let mut opts = &m[24..];
+    while opts.len() >= 8 {
+        let len = usize::from(opts[1]) * 8;
+        if len == 0 || len > opts.len() {
+            return None;
+        }
+        if opts[0] == want && len == 8 {
+            lladdr = Some(mac_at(opts, 2));
+        }
+        opts = &opts[len..];
+    }
+    Some(Ndp {
+        kind,
+        target,
+        lladdr,
+    })
+}
+
+/// The ICMPv6 checksum of `msg` (0 when a message with its checksum field filled is valid).
+#[must_use]
+pub fn icmpv6_checksum(src: u128, dst: u128, msg: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    for a in [src, dst] {
+        for c in a.to_be_bytes().chunks_exact(2) {
+            sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+    }
+    sum += msg.len() as u64 + 58;
+    let mut chunks = msg.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The solicited-node multicast address of `a` and its Ethernet multicast MAC.
+#[must_use]
+pub fn solicited_node(a: u128) -> (u128, [u8; 6]) {
+    let ip = 0xff02_0000_0000_0000_0000_0001_ff00_0000u128 | (a & 0xff_ffff);
+    let b = ip.to_be_bytes();
+    (ip, [0x33, 0x33, b[12], b[13], b[14], b[15]])
+}
+
+/// Writes an NS (`kind` = [`NDP_NS`], to the target's solicited-node group) or a solicited
+/// NA (to `dst`) with our link-layer address into `out` (≥ [`NDP_FRAME_LEN`] bytes).
+pub fn write_ndp(
+    out: &mut [u8],
+    kind: u8,
+    eth_dst: [u8; 6],
+    our_mac: [u8; 6],
+    src: u128,
+    dst: u128,
+    target: u128,
+) -> usize {
+    write_eth(out, eth_dst, our_mac, ETH_P_IPV6);
+    let ip = &mut out[ETH_LEN..NDP_FRAME_LEN];
+    ip.fill(0);
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&32u16.to_be_bytes());
+    ip[6] = 58;
+    ip[7] = 255;
+    ip[8..24].copy_from_slice(&src.to_be_bytes());
+    ip[24..40].copy_from_slice(&dst.to_be_bytes());
+    let m = &mut ip[40..];
+    m[0] = kind;
+    if kind == NDP_NA {
+        m[4] = 0x60; // solicited + override
+    }
+    m[8..24].copy_from_slice(&target.to_be_bytes());
+    m[24] = if kind == NDP_NS { 1 } else { 2 };
+    m[25] = 1;
+    m[26..32].copy_from_slice(&our_mac);
+    let ck = icmpv6_checksum(src, dst, m);
+    m[2..4].copy_from_slice(&ck.to_be_bytes());
+    NDP_FRAME_LEN
+}
+
+/// A port's connected IPv6 subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortAddr6 {
+    /// The port's own address.
+    pub addr: u128,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl PortAddr6 {
+    /// Whether `a` lies in this port's subnet.
+    #[must_use]
+    pub fn contains(&self, a: u128) -> bool {
+        let m = if self.len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.len.min(128)))
+        };
+        a & m == self.addr & m
+    }
+}
+
 /// A port's connected IPv4 subnet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortAddr {
@@ -250,6 +432,46 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ndp_frames_round_trip_with_a_valid_checksum_and_bad_ones_are_refused() {
+        let me = 0xfd00_0251_0001_0000_0000_0000_0000_0001u128;
+        let peer = 0xfd00_0251_0001_0000_0000_0000_0000_0002u128;
+        let mac = [2, 0, 0, 0, 0, 1];
+        let (group, gmac) = solicited_node(peer);
+        assert_eq!(gmac, [0x33, 0x33, 0xff, 0, 0, 2]);
+        let mut f = [0u8; NDP_FRAME_LEN];
+        write_ndp(&mut f, NDP_NS, gmac, mac, me, group, peer);
+        assert_eq!(ethertype(&f), Some(ETH_P_IPV6));
+        let ip = &f[ETH_LEN..];
+        let info = ipv6_info(ip).expect("ipv6");
+        assert_eq!(info.total_len, 72);
+        assert_eq!(
+            parse_ndp(ip, &info),
+            Some(Ndp {
+                kind: NDP_NS,
+                target: peer,
+                lladdr: Some(mac)
+            })
+        );
+        let mut bad = f;
+        bad[ETH_LEN + 40 + 20] ^= 1;
+        let ip = &bad[ETH_LEN..];
+        assert_eq!(parse_ndp(ip, &ipv6_info(ip).expect("v6")), None, "checksum");
+        let mut hop = f;
+        hop[ETH_LEN + 7] = 64;
+        let ip = &hop[ETH_LEN..];
+        assert_eq!(
+            parse_ndp(ip, &ipv6_info(ip).expect("v6")),
+            None,
+            "hop limit"
+        );
+        write_ndp(&mut f, NDP_NA, [2, 0, 0, 0, 0, 2], mac, me, peer, me);
+        let ip = &f[ETH_LEN..];
+        let na = parse_ndp(ip, &ipv6_info(ip).expect("v6")).expect("na");
+        assert_eq!((na.kind, na.target, na.lladdr), (NDP_NA, me, Some(mac)));
+        assert!(ipv6_info(&f[ETH_LEN..ETH_LEN + 60]).is_none(), "truncated");
+    }
 
     fn ip(a: [u8; 4]) -> u32 {
         u32::from(Ipv4Addr::from(a))
@@ -387,6 +609,10 @@ mod props {
         ) {
             let _ = parse_arp(&b);
             let _ = ethertype(&b);
+            if let Some(i) = ipv6_info(&b) {
+                prop_assert!(i.total_len <= b.len());
+                let _ = parse_ndp(&b, &i);
+            }
             if let Some(i) = ipv4_info(&b) {
                 prop_assert!(i.total_len <= b.len() && i.total_len >= 20);
             }

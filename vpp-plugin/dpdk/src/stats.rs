@@ -17,23 +17,23 @@ pub enum Host {
     NotForUs,
     /// Frames too short for Ethernet, or IPv4 with an invalid header.
     Malformed,
-    /// IPv6 frames (no IPv6/NDP support yet).
+    /// IPv6 frames on a port without an IPv6 address.
     Ipv6Unsupported,
     /// Other EtherTypes.
     OtherEthertype,
     /// Multi-segment mbufs (jumbo frames).
     MultiSegment,
-    /// ARP messages received.
+    /// ARP messages (and IPv6 neighbour solicitations/advertisements) received.
     ArpRx,
-    /// ARP replies sent for our addresses.
+    /// ARP replies (and neighbour advertisements) sent for our addresses.
     ArpReplies,
-    /// ARP requests sent for unknown next hops.
+    /// ARP requests (and neighbour solicitations) sent for unknown next hops.
     ArpRequests,
-    /// Underlay packets dropped because the next hop's MAC was unknown.
+    /// Underlay packets dropped because the next hop's MAC was unknown (ARP or NDP).
     ArpMiss,
     /// Underlay packets without an egress route.
     NoEgressRoute,
-    /// Underlay packets with an IPv6 outer header (not supported yet).
+    /// Underlay packets with an IPv6 outer header and no connected IPv6 subnet for it.
     OuterV6,
     /// LOCAL verdicts (not used by a gateway): dropped.
     LocalDropped,

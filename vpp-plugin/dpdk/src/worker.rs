@@ -17,11 +17,12 @@ use cvlan_tables::Segment;
 
 use crate::dpdk::{self, rte_mbuf};
 use crate::eal::Pool;
-use crate::neigh::Neighbours;
+use crate::neigh::{Neighbours, v4};
 use crate::net::{
     ARP_FRAME_LEN, ARP_REPLY, ARP_REQUEST, Arp, BROADCAST, ETH_LEN, ETH_P_ARP, ETH_P_IPV4,
-    ETH_P_IPV6, PortAddr, Routes, dst_mac, ethertype, ipv4_info, parse_arp, src_mac, write_arp,
-    write_eth,
+    ETH_P_IPV6, Ipv6Info, NDP_FRAME_LEN, NDP_NA, NDP_NS, Ndp, PortAddr, PortAddr6, Routes, dst_mac,
+    ethertype, ipv4_info, ipv6_info, parse_arp, parse_ndp, solicited_node, src_mac, write_arp,
+    write_eth, write_ndp,
 };
 use crate::punt::{HEADER_LEN, Header, Kind, PORT_ANY};
 use crate::stats::{HOST_COUNT, Host, MAX_PEERS, MAX_TENANTS, Published};
@@ -49,6 +50,8 @@ pub struct PortInfo {
     pub mac: [u8; 6],
     /// Our address/subnet on it.
     pub addr: PortAddr,
+    /// Our IPv6 address/subnet on it, if any.
+    pub addr6: Option<PortAddr6>,
 }
 
 /// Segment state for logs and STATS_REP.
@@ -65,6 +68,7 @@ pub struct Shared {
     pub ports: Vec<PortInfo>,
     pub routes: Routes,
     pub underlay: u32,
+    pub underlay6: Option<u128>,
     pub neigh: Neighbours,
     pub published: Vec<Published>,
     pub segment: PathBuf,
@@ -415,7 +419,7 @@ impl<'s> Worker<'s> {
                         continue;
                     }
                     if port.addr.contains(info.src) {
-                        sh.neigh.learn(p as u16, info.src, src_mac(frame));
+                        sh.neigh.learn(p as u16, v4(info.src), src_mac(frame));
                     }
                     let trailer = v.len as usize - ETH_LEN - info.total_len;
                     self.bufs[nd] = Buf {
@@ -431,8 +435,46 @@ impl<'s> Worker<'s> {
                     nd += 1;
                 }
                 Some(ETH_P_IPV6) => {
-                    self.count(Host::Ipv6Unsupported);
-                    self.free_later(m);
+                    let Some(a6) = port.addr6 else {
+                        self.count(Host::Ipv6Unsupported);
+                        self.free_later(m);
+                        continue;
+                    };
+                    let ip = &frame[ETH_LEN..];
+                    let Some(info) = ipv6_info(ip) else {
+                        self.count(Host::Malformed);
+                        self.free_later(m);
+                        continue;
+                    };
+                    if info.next == 58
+                        && let Some(nd) = parse_ndp(ip, &info)
+                    {
+                        self.on_ndp(p, m, &v, &info, nd, a6);
+                        continue;
+                    }
+                    let dmac = dst_mac(frame);
+                    let to_us =
+                        dmac == port.mac && (Some(info.dst) == sh.underlay6 || info.dst == a6.addr);
+                    if !to_us {
+                        self.count(Host::NotForUs);
+                        self.free_later(m);
+                        continue;
+                    }
+                    if a6.contains(info.src) {
+                        sh.neigh.learn(p as u16, info.src, src_mac(frame));
+                    }
+                    let trailer = v.len as usize - ETH_LEN - info.total_len;
+                    self.bufs[nd] = Buf {
+                        // SAFETY: ETH_LEN < len, inside the mbuf.
+                        data: unsafe { v.data.add(ETH_LEN) },
+                        len: info.total_len as u32,
+                        headroom: v.headroom + ETH_LEN as u32,
+                        tailroom: v.tailroom + trailer as u32,
+                        ingress: INGRESS_UNDERLAY,
+                    };
+                    self.bm[nd] = m;
+                    self.bport[nd] = p as u16;
+                    nd += 1;
                 }
                 Some(_) => {
                     self.count(Host::OtherEthertype);
@@ -491,39 +533,59 @@ impl<'s> Worker<'s> {
     ) -> bool {
         // SAFETY: data..data+len is the packet window of m, owned by this worker.
         let pkt = unsafe { std::slice::from_raw_parts(data, len) };
-        if len < 20 || pkt[0] >> 4 != 4 {
-            let h = if pkt.first().is_some_and(|b| b >> 4 == 6) {
-                Host::OuterV6
-            } else {
-                Host::Malformed
-            };
-            self.count(h);
-            self.free_later(m);
-            return false;
-        }
-        let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
-        let route = match port {
-            Some(p) if usize::from(p) < self.sh.ports.len() => {
-                let nh = self
-                    .sh
-                    .routes
-                    .lookup(dst)
-                    .filter(|r| r.0 == p)
-                    .map_or(dst, |r| r.1);
-                Some((p, nh))
+        let sh = self.sh;
+        let forced = port.filter(|&p| usize::from(p) < sh.ports.len());
+        let (route, ethertype) = match pkt.first().map(|b| b >> 4) {
+            Some(4) if len >= 20 => {
+                let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
+                let route = match forced {
+                    Some(p) => {
+                        let nh = sh
+                            .routes
+                            .lookup(dst)
+                            .filter(|r| r.0 == p)
+                            .map_or(dst, |r| r.1);
+                        Some((p, v4(nh)))
+                    }
+                    None => sh.routes.lookup(dst).map(|(p, nh)| (p, v4(nh))),
+                };
+                (route, ETH_P_IPV4)
             }
-            _ => self.sh.routes.lookup(dst),
+            Some(6) if len >= 40 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&pkt[24..40]);
+                let dst = u128::from_be_bytes(a);
+                // Connected IPv6 subnets only (no IPv6 static routes yet).
+                let route = forced
+                    .map(usize::from)
+                    .or_else(|| {
+                        sh.ports
+                            .iter()
+                            .position(|q| q.addr6.is_some_and(|a6| a6.contains(dst)))
+                    })
+                    .map(|p| (p as u16, dst));
+                (route, ETH_P_IPV6)
+            }
+            _ => {
+                self.count(Host::Malformed);
+                self.free_later(m);
+                return false;
+            }
         };
         let Some((out, nh)) = route else {
-            self.count(Host::NoEgressRoute);
+            self.count(if ethertype == ETH_P_IPV6 {
+                Host::OuterV6
+            } else {
+                Host::NoEgressRoute
+            });
             self.free_later(m);
             return false;
         };
         let out = usize::from(out);
-        let Some(mac) = self.sh.neigh.lookup(out as u16, nh) else {
+        let Some(mac) = sh.neigh.lookup(out as u16, nh) else {
             self.count(Host::ArpMiss);
             self.free_later(m);
-            self.arp_request(out, nh);
+            self.solicit(out, nh);
             return false;
         };
         if headroom < ETH_LEN {
@@ -537,8 +599,8 @@ impl<'s> Worker<'s> {
         write_eth(
             unsafe { std::slice::from_raw_parts_mut(eth, ETH_LEN) },
             mac,
-            self.sh.ports[out].mac,
-            ETH_P_IPV4,
+            sh.ports[out].mac,
+            ethertype,
         );
         // SAFETY: eth..eth+len+14 lies within m's buffer (checked again by the shim).
         if unsafe { dpdk::cvd_mbuf_set(m, eth, (len + ETH_LEN) as u32) } != 0 {
@@ -562,7 +624,7 @@ impl<'s> Worker<'s> {
             return;
         };
         if a.spa != 0 && port.addr.contains(a.spa) {
-            sh.neigh.learn(p as u16, a.spa, a.sha);
+            sh.neigh.learn(p as u16, v4(a.spa), a.sha);
         }
         let ours =
             a.tpa == port.addr.addr || (a.tpa == sh.underlay && port.addr.contains(sh.underlay));
@@ -590,40 +652,105 @@ impl<'s> Worker<'s> {
         self.tx_push(p, m);
     }
 
-    fn arp_request(&mut self, p: usize, ip: u32) {
-        let key = (u64::from(ip) << 16) | p as u64 | 1 << 15;
+    /// Asks for the MAC of `key` ([`v4`]-mapped IPv4 → ARP request; IPv6 → neighbour
+    /// solicitation), at most once per 100 ms per next hop and worker.
+    fn solicit(&mut self, p: usize, key: u128) {
+        let h = ((key >> 64) as u64 ^ key as u64 ^ (p as u64) << 48)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let now = tsc();
-        let slot = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % ARP_RL;
+        let slot = (h >> 58) as usize % ARP_RL;
         let (k, t) = self.arp_rl[slot];
-        if k == key && now.wrapping_sub(t) < self.sh.tsc_hz / 10 {
+        if k == h && now.wrapping_sub(t) < self.sh.tsc_hz / 10 {
             return;
         }
-        self.arp_rl[slot] = (key, now);
+        self.arp_rl[slot] = (h, now);
+        let sh = self.sh;
+        let port = &sh.ports[p];
+        let v4_target = (key >> 32 == 0xffff).then_some(key as u32);
+        let Some(src6) = v4_target.map_or(port.addr6.map(|a| a.addr), |_| Some(0)) else {
+            // An IPv6 next hop on a port without an IPv6 address: nothing to ask with.
+            return;
+        };
         // SAFETY: the pool is valid for the process lifetime.
-        let m = unsafe { dpdk::cvd_pktmbuf_alloc(self.sh.pool.0) };
+        let m = unsafe { dpdk::cvd_pktmbuf_alloc(sh.pool.0) };
         if m.is_null() {
             self.count(Host::AllocFailed);
             return;
         }
         let v = view(m);
-        let sh = self.sh;
-        let port = &sh.ports[p];
-        let req = Arp {
-            oper: ARP_REQUEST,
-            sha: port.mac,
-            spa: port.addr.addr,
-            tha: [0; 6],
-            tpa: ip,
+        // SAFETY: a fresh mbuf has far more than NDP_FRAME_LEN bytes of tailroom.
+        let out = unsafe { window(&v, (v.tailroom as usize).min(NDP_FRAME_LEN)) };
+        let n = match v4_target {
+            Some(ip) => {
+                let req = Arp {
+                    oper: ARP_REQUEST,
+                    sha: port.mac,
+                    spa: port.addr.addr,
+                    tha: [0; 6],
+                    tpa: ip,
+                };
+                write_arp(&mut out[..ARP_FRAME_LEN], BROADCAST, &req)
+            }
+            None => {
+                let (group, gmac) = solicited_node(key);
+                write_ndp(out, NDP_NS, gmac, port.mac, src6, group, key)
+            }
         };
-        // SAFETY: a fresh mbuf has ≥ 60 bytes of tailroom.
-        let out = unsafe { window(&v, (v.tailroom as usize).min(ARP_FRAME_LEN)) };
-        let n = write_arp(out, BROADCAST, &req);
         // SAFETY: within the fresh mbuf's data room.
         if unsafe { dpdk::cvd_mbuf_set(m, v.data, n as u32) } != 0 {
             self.free_later(m);
             return;
         }
         self.count(Host::ArpRequests);
+        self.tx_push(p, m);
+    }
+
+    /// Neighbour discovery on a port with an IPv6 address: learn from NS/NA, answer NS for
+    /// our addresses. Consumes `m`.
+    fn on_ndp(
+        &mut self,
+        p: usize,
+        m: *mut rte_mbuf,
+        v: &dpdk::cvd_mbuf_view,
+        info: &Ipv6Info,
+        nd: Ndp,
+        a6: PortAddr6,
+    ) {
+        self.count(Host::ArpRx);
+        let sh = self.sh;
+        let port = &sh.ports[p];
+        let (who, mac) = if nd.kind == NDP_NS {
+            (info.src, nd.lladdr)
+        } else {
+            (nd.target, nd.lladdr)
+        };
+        if let Some(mac) = mac
+            && who != 0
+            && a6.contains(who)
+        {
+            sh.neigh.learn(p as u16, who, mac);
+        }
+        let ours = nd.target == a6.addr
+            || (Some(nd.target) == sh.underlay6 && sh.underlay6.is_some_and(|u| a6.contains(u)));
+        // An unspecified source is duplicate address detection: nothing to answer.
+        if nd.kind != NDP_NS
+            || !ours
+            || info.src == 0
+            || (v.len + v.tailroom) < NDP_FRAME_LEN as u32
+        {
+            self.free_later(m);
+            return;
+        }
+        // SAFETY: the received mbuf is ours.
+        let frame = unsafe { window(v, NDP_FRAME_LEN) };
+        let to = src_mac(frame);
+        let n = write_ndp(frame, NDP_NA, to, port.mac, nd.target, info.src, nd.target);
+        // SAFETY: n ≤ data room.
+        if unsafe { dpdk::cvd_mbuf_set(m, v.data, n as u32) } != 0 {
+            self.free_later(m);
+            return;
+        }
+        self.count(Host::ArpReplies);
         self.tx_push(p, m);
     }
 
@@ -711,7 +838,10 @@ impl<'s> Worker<'s> {
 
     fn inject(&mut self, port: u16, n: usize) {
         let payload = &self.ctl_buf[HEADER_LEN..n];
-        let Some(info) = ipv4_info(payload) else {
+        let total = ipv4_info(payload)
+            .map(|i| i.total_len)
+            .or_else(|| ipv6_info(payload).map(|i| i.total_len));
+        let Some(total_len) = total else {
             self.count(Host::CtlBad);
             return;
         };
@@ -722,15 +852,15 @@ impl<'s> Worker<'s> {
             return;
         }
         let v = view(m);
-        if info.total_len > v.tailroom as usize {
+        if total_len > v.tailroom as usize {
             self.count(Host::CtlBad);
             self.free_later(m);
             return;
         }
         // SAFETY: total_len ≤ tailroom of the fresh mbuf.
-        unsafe { window(&v, info.total_len) }.copy_from_slice(&payload[..info.total_len]);
+        unsafe { window(&v, total_len) }.copy_from_slice(&payload[..total_len]);
         let force = (port != PORT_ANY).then_some(port);
-        if self.emit(m, v.data, info.total_len, v.headroom as usize, force) {
+        if self.emit(m, v.data, total_len, v.headroom as usize, force) {
             self.count(Host::TxInjected);
         }
     }

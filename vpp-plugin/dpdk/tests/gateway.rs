@@ -422,3 +422,34 @@ fn a_replaced_segment_file_is_reattached_and_a_deleted_one_keeps_the_last_tables
     assert!(open_wg(&KEY_GW_TO_B, &msg).is_some());
     assert!(lab.stop().success());
 }
+
+#[test]
+fn ipv6_underlay_with_neighbour_discovery_forwards_a_to_b() {
+    use std::net::SocketAddr;
+    let mut lab = Lab::new();
+    lab.v6 = true;
+    write_segment_image(
+        &lab.segment(),
+        &tables_with(
+            SocketAddr::from((A_HOST6, A_PORT)),
+            SocketAddr::from((B_HOST6, B_PORT)),
+        ),
+    );
+    lab.start(&[]);
+    lab.wait_log("attached to table segment", Duration::from_secs(5));
+    let a = lab.udp(A_HOST6, A_PORT);
+    let b = lab.udp(B_HOST6, B_PORT);
+    let gw = SocketAddr::from((UNDERLAY6, WG_PORT));
+    // The remote kernel resolves fd00:251:1::1 by NDP (our NA), the gateway resolves B's
+    // host by its own solicitation.
+    let msg = a_to_b_via(&a, &b, gw, &mut 0, &inner(b"over ipv6"));
+    let (receiver, _, pt) = open_wg(&KEY_GW_TO_B, &msg).expect("B's key opens it");
+    assert_eq!(receiver, B_INDEX);
+    assert!(pt.starts_with(&inner(b"over ipv6")));
+    let s = lab.stats();
+    let host = &s["workers"][0]["host"];
+    assert!(host["arp_replies"].as_u64().unwrap() >= 1, "NA sent: {s}");
+    assert!(host["arp_requests"].as_u64().unwrap() >= 1, "NS sent: {s}");
+    assert!(s["arp"]["entries"].as_u64().unwrap() >= 2, "{s}");
+    assert!(lab.stop().success());
+}

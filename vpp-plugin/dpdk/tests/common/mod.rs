@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,9 @@ pub const GW_MAC: [u8; 6] = [0x02, 0xcd, 0, 0, 0, 1];
 pub const RM_MAC: [u8; 6] = [0x02, 0xcd, 0, 0, 0, 2];
 pub const GW_PORT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 1);
 pub const UNDERLAY: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+pub const UNDERLAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x255, 0, 0, 0, 0, 0, 1);
+pub const A_HOST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x251, 1, 0, 0, 0, 0, 2);
+pub const B_HOST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x251, 1, 0, 0, 0, 0, 3);
 pub const A_HOST: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 2);
 pub const B_HOST: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 3);
 pub const A_PORT: u16 = 40001;
@@ -88,6 +91,8 @@ pub struct Lab {
     pub child: Option<Child>,
     /// Optional second port: (gateway-side veth, remote namespace).
     pub second: Option<(String, String)>,
+    /// Give the port an IPv6 address and the gateway an IPv6 underlay address.
+    pub v6: bool,
 }
 
 impl Lab {
@@ -105,6 +110,7 @@ impl Lab {
             dir: std::env::temp_dir().join(format!("cvd-test-{tag}")),
             child: None,
             second: None,
+            v6: false,
         };
         let _ = std::fs::remove_dir_all(&lab.dir);
         std::fs::create_dir_all(&lab.dir).unwrap();
@@ -151,6 +157,22 @@ impl Lab {
             "10.255.0.1/32",
             "via",
             "10.251.1.1",
+        ]);
+        for a in ["fd00:251:1::2/64", "fd00:251:1::3/64"] {
+            sh(&[
+                "ip", "-n", &lab.rm, "addr", "add", a, "dev", &lab.rm_if, "nodad",
+            ]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &lab.rm,
+            "-6",
+            "route",
+            "add",
+            "fd00:255::1/128",
+            "via",
+            "fd00:251:1::1",
         ]);
         lab
     }
@@ -227,7 +249,10 @@ impl Lab {
     /// Starts vrouter-dpdk in the gateway namespace with `extra` flags.
     pub fn start(&mut self, extra: &[&str]) {
         let log = File::create(self.log()).unwrap();
-        let port = format!("iface={},addr=10.251.1.1/24", self.gw_if);
+        let mut port = format!("iface={},addr=10.251.1.1/24", self.gw_if);
+        if self.v6 {
+            port.push_str(",addr6=fd00:251:1::1/64");
+        }
         let prefix = format!("cvdtest{}", self.gw);
         let mut args: Vec<String> = [
             "netns",
@@ -255,6 +280,9 @@ impl Lab {
         if let Some((gw_if, _)) = &self.second {
             args.push("--port".into());
             args.push(format!("iface={gw_if},addr=10.251.2.1/24"));
+        }
+        if self.v6 {
+            args.extend(["--underlay6".into(), UNDERLAY6.to_string()]);
         }
         if !extra.contains(&"--idle-sleep-us") {
             // Be gentle with the shared test machine: sleep when idle.
@@ -328,7 +356,8 @@ impl Lab {
     }
 
     /// A UDP socket in the remote namespace.
-    pub fn udp(&self, addr: Ipv4Addr, port: u16) -> UdpSocket {
+    pub fn udp(&self, addr: impl Into<IpAddr>, port: u16) -> UdpSocket {
+        let addr = addr.into();
         let s = in_ns(&self.rm, move || UdpSocket::bind((addr, port)).unwrap());
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -387,11 +416,17 @@ pub fn tables() -> Vec<u8> {
 
 /// As [`tables`], with B's endpoint at `b`.
 pub fn tables_with_b(b: SocketAddr) -> Vec<u8> {
+    tables_with(SocketAddr::from((A_HOST, A_PORT)), b)
+}
+
+/// As [`tables`], with A's and B's endpoints given (IPv6 ones need the IPv6 underlay).
+pub fn tables_with(a: SocketAddr, b: SocketAddr) -> Vec<u8> {
     let p = |a: Ipv4Addr| Prefix::new(a.into(), 32);
     TableBuilder {
         underlay: Underlay {
             addr4: UNDERLAY.octets(),
             port: WG_PORT,
+            addr6: UNDERLAY6.octets(),
             ..Default::default()
         },
         tenants: vec![TenantSpec {
@@ -403,7 +438,7 @@ pub fn tables_with_b(b: SocketAddr) -> Vec<u8> {
             PeerSpec {
                 id: 1,
                 tenant: 0,
-                endpoint: Some(SocketAddr::from((A_HOST, A_PORT))),
+                endpoint: Some(a),
                 allowed_ips: vec![p(A_INNER)],
                 current: Some(KeypairSpec {
                     receiver_index: RX_A,
@@ -518,14 +553,25 @@ pub fn open_wg(key: &[u8; 32], msg: &[u8]) -> Option<(u32, u64, Vec<u8>)> {
 /// Sends A's packets (fresh counters from `*counter`) until B's socket receives one; returns
 /// what B got. The first may be lost to the gateway's ARP miss for B's host.
 pub fn a_to_b(a: &UdpSocket, b: &UdpSocket, counter: &mut u64, inner: &[u8]) -> Vec<u8> {
+    a_to_b_via(a, b, SocketAddr::from((UNDERLAY, WG_PORT)), counter, inner)
+}
+
+/// As [`a_to_b`], with the gateway at `gw`.
+pub fn a_to_b_via(
+    a: &UdpSocket,
+    b: &UdpSocket,
+    gw: SocketAddr,
+    counter: &mut u64,
+    inner: &[u8],
+) -> Vec<u8> {
     let t0 = Instant::now();
     let mut buf = [0u8; 2048];
     while t0.elapsed() < Duration::from_secs(5) {
         let m = wg_data(&KEY_A_TO_GW, RX_A, *counter, inner);
         *counter += 1;
-        a.send_to(&m, (UNDERLAY, WG_PORT)).unwrap();
+        a.send_to(&m, gw).unwrap();
         if let Ok((n, from)) = b.recv_from(&mut buf) {
-            assert_eq!(from, SocketAddr::from((UNDERLAY, WG_PORT)), "outer source");
+            assert_eq!(from, gw, "outer source");
             return buf[..n].to_vec();
         }
     }
