@@ -126,36 +126,29 @@ pub struct Config {
     pub log_json: bool,
 }
 
-fn parse_prefix(s: &str) -> Result<(Ipv4Addr, u8)> {
+/// Parses `ADDR/LEN` for either family (`max` = address bits).
+fn parse_prefix_of<A: std::str::FromStr>(s: &str, family: &str, max: u8) -> Result<(A, u8)> {
     let (a, l) = s
         .split_once('/')
-        .with_context(|| format!("{s:?}: expected A.B.C.D/LEN"))?;
-    let addr: Ipv4Addr = a
+        .with_context(|| format!("{s:?}: expected an {family} ADDRESS/LEN"))?;
+    let addr: A = a
         .parse()
-        .with_context(|| format!("{a:?}: not an IPv4 address"))?;
+        .map_err(|_| anyhow::anyhow!("{a:?}: not an {family} address"))?;
     let len: u8 = l
         .parse()
         .with_context(|| format!("{l:?}: not a prefix length"))?;
-    if len > 32 {
-        bail!("prefix length {len} > 32");
+    if len > max {
+        bail!("prefix length {len} > {max}");
     }
     Ok((addr, len))
 }
 
+fn parse_prefix(s: &str) -> Result<(Ipv4Addr, u8)> {
+    parse_prefix_of(s, "IPv4", 32)
+}
+
 fn parse_prefix6(s: &str) -> Result<(Ipv6Addr, u8)> {
-    let (a, l) = s
-        .split_once('/')
-        .with_context(|| format!("{s:?}: expected X::Y/LEN"))?;
-    let addr: Ipv6Addr = a
-        .parse()
-        .with_context(|| format!("{a:?}: not an IPv6 address"))?;
-    let len: u8 = l
-        .parse()
-        .with_context(|| format!("{l:?}: not a prefix length"))?;
-    if len > 128 {
-        bail!("prefix length {len} > 128");
-    }
-    Ok((addr, len))
+    parse_prefix_of(s, "IPv6", 128)
 }
 
 /// Parses `iface=NAME,addr=A/LEN[,addr6=X/LEN]`.

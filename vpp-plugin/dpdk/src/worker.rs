@@ -1,4 +1,4 @@
-//! The run-to-completion worker loop, one per lcore: rx burst per port → Ethernet/ARP →
+//! The run-to-completion worker loop, one per lcore: rx burst per port → Ethernet/ARP/NDP →
 //! one fast-path call per burst → per verdict: Ethernet + tx batch per port, punt batch to
 //! vrouterd (one `sendmmsg` per burst), or free. Worker 0 also polls the control socket
 //! (bounded per iteration) for TX datagrams and stats requests.
@@ -421,17 +421,7 @@ impl<'s> Worker<'s> {
                     if port.addr.contains(info.src) {
                         sh.neigh.learn(p as u16, v4(info.src), src_mac(frame));
                     }
-                    let trailer = v.len as usize - ETH_LEN - info.total_len;
-                    self.bufs[nd] = Buf {
-                        // SAFETY: ETH_LEN < len, inside the mbuf.
-                        data: unsafe { v.data.add(ETH_LEN) },
-                        len: info.total_len as u32,
-                        headroom: v.headroom + ETH_LEN as u32,
-                        tailroom: v.tailroom + trailer as u32,
-                        ingress: INGRESS_UNDERLAY,
-                    };
-                    self.bm[nd] = m;
-                    self.bport[nd] = p as u16;
+                    self.push_desc(nd, m, &v, info.total_len, p);
                     nd += 1;
                 }
                 Some(ETH_P_IPV6) => {
@@ -463,17 +453,7 @@ impl<'s> Worker<'s> {
                     if a6.contains(info.src) {
                         sh.neigh.learn(p as u16, info.src, src_mac(frame));
                     }
-                    let trailer = v.len as usize - ETH_LEN - info.total_len;
-                    self.bufs[nd] = Buf {
-                        // SAFETY: ETH_LEN < len, inside the mbuf.
-                        data: unsafe { v.data.add(ETH_LEN) },
-                        len: info.total_len as u32,
-                        headroom: v.headroom + ETH_LEN as u32,
-                        tailroom: v.tailroom + trailer as u32,
-                        ingress: INGRESS_UNDERLAY,
-                    };
-                    self.bm[nd] = m;
-                    self.bport[nd] = p as u16;
+                    self.push_desc(nd, m, &v, info.total_len, p);
                     nd += 1;
                 }
                 Some(_) => {
@@ -488,6 +468,29 @@ impl<'s> Worker<'s> {
         }
         self.process(nd);
         n
+    }
+
+    /// Describes the IP packet (`total_len` bytes after the Ethernet header) of received mbuf
+    /// `m` as fast-path buffer `i`; Ethernet header and trailer become head/tail room.
+    fn push_desc(
+        &mut self,
+        i: usize,
+        m: *mut rte_mbuf,
+        v: &dpdk::cvd_mbuf_view,
+        total_len: usize,
+        p: usize,
+    ) {
+        let trailer = v.len as usize - ETH_LEN - total_len;
+        self.bufs[i] = Buf {
+            // SAFETY: the caller checked ETH_LEN + total_len ≤ len, inside the mbuf.
+            data: unsafe { v.data.add(ETH_LEN) },
+            len: total_len as u32,
+            headroom: v.headroom + ETH_LEN as u32,
+            tailroom: v.tailroom + trailer as u32,
+            ingress: INGRESS_UNDERLAY,
+        };
+        self.bm[i] = m;
+        self.bport[i] = p as u16;
     }
 
     fn process(&mut self, nd: usize) {

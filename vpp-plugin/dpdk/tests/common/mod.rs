@@ -66,6 +66,18 @@ fn mac_str(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// Brings `lo` and veth `i` of namespace `ns` up, offloads off.
+fn link_up(ns: &str, i: &str) {
+    sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", ns, "link", "set", i, "up"]);
+    // Checksum offload would hand af_packet frames with unfinished checksums and GSO/GRO
+    // could hand it super-frames larger than an mbuf: off on both ends.
+    sh(&[
+        "ip", "netns", "exec", ns, "ethtool", "-K", i, "tx", "off", "gso", "off", "tso", "off",
+        "gro", "off",
+    ]);
+}
+
 /// Runs `f` on a thread inside network namespace `ns` (sockets keep their namespace).
 pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
@@ -135,16 +147,8 @@ impl Lab {
             "netns",
             &lab.rm,
         ]);
-        for (ns, i) in [(&lab.gw, &lab.gw_if), (&lab.rm, &lab.rm_if)] {
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", i, "up"]);
-            // Checksum offload would hand af_packet frames with unfinished checksums and
-            // GSO/GRO could hand it super-frames larger than an mbuf: off on both ends.
-            sh(&[
-                "ip", "netns", "exec", ns, "ethtool", "-K", i, "tx", "off", "gso", "off", "tso",
-                "off", "gro", "off",
-            ]);
-        }
+        link_up(&lab.gw, &lab.gw_if);
+        link_up(&lab.rm, &lab.rm_if);
         for a in ["10.251.1.2/24", "10.251.1.3/24"] {
             sh(&["ip", "-n", &lab.rm, "addr", "add", a, "dev", &lab.rm_if]);
         }
@@ -192,14 +196,8 @@ impl Lab {
             "ip", "link", "add", &gw_if, "netns", &self.gw, "type", "veth", "peer", "name", &rm_if,
             "netns", &ns,
         ]);
-        for (n, i) in [(&self.gw, &gw_if), (&ns, &rm_if)] {
-            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", n, "link", "set", i, "up"]);
-            sh(&[
-                "ip", "netns", "exec", n, "ethtool", "-K", i, "tx", "off", "gso", "off", "tso",
-                "off", "gro", "off",
-            ]);
-        }
+        link_up(&self.gw, &gw_if);
+        link_up(&ns, &rm_if);
         sh(&[
             "ip",
             "-n",
