@@ -75,11 +75,24 @@ fn host(a: IpAddr) -> IpNet {
 
 /// One tenant's gateway ACL over the given CVLANs: every reflected entry, then every forward
 /// entry; default deny (carried by the tenant entry).
+///
+/// Per node the filters would repeat each rule's sources once per destination node (O(nodes²)
+/// prefixes for a group-to-group rule), so entries that differ only in their destination node
+/// are merged into one whose destinations are the union: a packet to node N can only match
+/// entries naming N's addresses, so this is exact as long as the merged order keeps every
+/// node's own order — a topological order of the nodes' sequences. Should the sequences
+/// disagree (no such order), the per-node form is kept.
 pub fn tenant_acls(w: &World, tenant: &str, cvlans: &[&str], now: i64) -> Vec<pb::AclEntry> {
+    let (mut out, forward) = acl_parts(tenant, &node_filters(w, cvlans, now));
+    out.extend(forward);
+    out
+}
+
+/// Each served node's inbound filter, narrowed to its addresses, nodes by id.
+fn node_filters(w: &World, cvlans: &[&str], now: i64) -> Vec<Vec<policy::FilterRule>> {
     let groups = groups_of(w);
     let rules = rules_of(w);
-    let mut reflected = Vec::new();
-    let mut forward = Vec::new();
+    let mut per_node: Vec<Vec<policy::FilterRule>> = Vec::new();
     for cv in cvlans {
         let mut live = w.visible(cv, now);
         live.sort_by(|a, b| a.id.cmp(&b.id));
@@ -87,29 +100,124 @@ pub fn tenant_acls(w: &World, tenant: &str, cvlans: &[&str], now: i64) -> Vec<pb
         let c = policy::Compiler::new(&nodes, &groups, &rules);
         for n in &nodes {
             let mine: Vec<IpNet> = n.addresses.iter().copied().map(host).collect();
-            for r in c.inbound(&n.id).rules {
-                let dests: Vec<IpNet> = mine
-                    .iter()
-                    .filter(|m| r.destinations.iter().any(|d| d.contains(*m)))
-                    .copied()
-                    .collect();
-                if dests.is_empty() {
-                    continue;
-                }
-                let narrowed = policy::FilterRule {
-                    destinations: dests,
-                    ..r
-                };
-                let e = entry(tenant, &narrowed, false);
-                if narrowed.action == policy::Action::Allow {
-                    reflected.push(entry(tenant, &narrowed, true));
-                }
-                forward.push(e);
+            let seq = c
+                .inbound(&n.id)
+                .rules
+                .into_iter()
+                .filter_map(|r| {
+                    let destinations: Vec<IpNet> = mine
+                        .iter()
+                        .filter(|m| r.destinations.iter().any(|d| d.contains(*m)))
+                        .copied()
+                        .collect();
+                    (!destinations.is_empty()).then_some(policy::FilterRule { destinations, ..r })
+                })
+                .collect();
+            per_node.push(seq);
+        }
+    }
+    per_node
+}
+
+/// The reflected (reply) entries and the forward entries of per-node filters.
+fn acl_parts(
+    tenant: &str,
+    per_node: &[Vec<policy::FilterRule>],
+) -> (Vec<pb::AclEntry>, Vec<pb::AclEntry>) {
+    (
+        reflected(per_node)
+            .iter()
+            .map(|r| entry(tenant, r, true))
+            .collect(),
+        forward(per_node)
+            .iter()
+            .map(|r| entry(tenant, r, false))
+            .collect(),
+    )
+}
+
+/// What a rule is apart from its destinations.
+type Key = (
+    Vec<IpNet>,
+    policy::Proto,
+    Vec<policy::PortRange>,
+    policy::Action,
+);
+
+fn key(r: &policy::FilterRule) -> Key {
+    (r.sources.clone(), r.proto, r.ports.clone(), r.action)
+}
+
+/// Rules with the same key merged into one (destinations: the union), in first-seen order.
+fn merge<'a>(
+    rules: impl Iterator<Item = &'a policy::FilterRule>,
+) -> (Vec<policy::FilterRule>, HashMap<Key, usize>) {
+    let mut at: HashMap<Key, usize> = HashMap::new();
+    let mut out: Vec<policy::FilterRule> = Vec::new();
+    for r in rules {
+        match at.get(&key(r)) {
+            Some(&i) => out[i].destinations.extend(r.destinations.iter().copied()),
+            None => {
+                at.insert(key(r), out.len());
+                out.push(r.clone());
             }
         }
     }
-    reflected.extend(forward);
-    reflected
+    for r in &mut out {
+        r.destinations = IpNet::aggregate(&r.destinations);
+    }
+    (out, at)
+}
+
+/// The allow rules, merged (in forward form: `entry` swaps the directions). Only allow
+/// entries come first, so their order cannot matter.
+fn reflected(per_node: &[Vec<policy::FilterRule>]) -> Vec<policy::FilterRule> {
+    merge(
+        per_node
+            .iter()
+            .flatten()
+            .filter(|r| r.action == policy::Action::Allow),
+    )
+    .0
+}
+
+/// Every node's rules, merged in an order that keeps each node's own order.
+fn forward(per_node: &[Vec<policy::FilterRule>]) -> Vec<policy::FilterRule> {
+    let (merged, at) = merge(per_node.iter().flatten());
+    // Edges between consecutive rules of each node; a key twice in one node cannot be placed.
+    let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); merged.len()];
+    let mut indegree = vec![0usize; merged.len()];
+    for seq in per_node {
+        let ids: Vec<usize> = seq
+            .iter()
+            .filter_map(|r| at.get(&key(r)).copied())
+            .collect();
+        if ids.iter().collect::<BTreeSet<_>>().len() != ids.len() {
+            return per_node.iter().flatten().cloned().collect();
+        }
+        for pair in ids.windows(2) {
+            if edges[pair[0]].insert(pair[1]) {
+                indegree[pair[1]] += 1;
+            }
+        }
+    }
+    // Kahn's algorithm, lowest first-seen index first (deterministic).
+    let mut ready: BTreeSet<usize> = (0..merged.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(merged.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &j in &edges[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    if order.len() != merged.len() {
+        // The nodes' orders disagree: keep them apart.
+        return per_node.iter().flatten().cloned().collect();
+    }
+    order.into_iter().map(|i| merged[i].clone()).collect()
 }
 
 /// The proto entry for a filter rule, or for its reply direction.
@@ -270,6 +378,17 @@ mod tests {
         }
     }
 
+    /// web may reach db on 5432.
+    fn web_to_db() -> pb::Rule {
+        rule(
+            S::Tag("web".into()),
+            S::Tag("db".into()),
+            pb::Protocol::Tcp,
+            &[(5432, 5432)],
+            true,
+        )
+    }
+
     fn world(t: &str, cv: &str, nodes: Vec<pb::Node>, rules: Vec<pb::Rule>) -> World {
         let mut w = World::default();
         w.cvlans.insert(
@@ -312,14 +431,8 @@ mod tests {
                 node("c", "t1", "cv1", "10.20.0.3", &[]),
             ],
             vec![
-                // web may reach db on 5432; nobody reaches c on 22; everyone pings everyone.
-                rule(
-                    S::Tag("web".into()),
-                    S::Tag("db".into()),
-                    pb::Protocol::Tcp,
-                    &[(5432, 5432)],
-                    true,
-                ),
+                // nobody reaches c on 22; everyone pings everyone.
+                web_to_db(),
                 rule(
                     S::Any(true),
                     S::Node("c".into()),
@@ -449,22 +562,35 @@ mod tests {
     }
 
     #[test]
-    fn reflected_entries_come_before_forward_ones_and_carry_the_rule_ports_as_source_ports() {
+    fn reflected_entries_come_first_carry_the_rule_ports_as_source_ports_and_cover_every_allow() {
         let w = lab();
-        let acls = tenant_acls(&w, "t1", &["cv1"], time::now_micros());
+        let now = time::now_micros();
+        let (reflected, forward) = acl_parts("t1", &node_filters(&w, &["cv1"], now));
+        let mut all = reflected.clone();
+        all.extend(forward.clone());
+        assert_eq!(tenant_acls(&w, "t1", &["cv1"], now), all);
         let allow = pb::Action::Allow as i32;
-        // Every allow entry has exactly one reflection, and all reflections come first.
-        let r = acls.iter().filter(|e| e.action == allow).count() / 2;
-        let (reflected, forward) = acls.split_at(r);
-        let forward_allows: Vec<&pb::AclEntry> =
-            forward.iter().filter(|e| e.action == allow).collect();
-        assert_eq!(reflected.len(), forward_allows.len());
-        for (re, f) in reflected.iter().zip(forward_allows) {
-            assert_eq!(re.source_cidrs, f.destination_cidrs);
-            assert_eq!(re.destination_cidrs, f.source_cidrs);
-            assert_eq!(re.source_ports, f.ports);
-            assert_eq!(re.protocol, f.protocol);
-            assert!(re.ports.is_empty() && f.source_ports.is_empty());
+        assert!(
+            reflected
+                .iter()
+                .all(|e| e.action == allow && e.ports.is_empty())
+        );
+        assert!(forward.iter().all(|e| e.source_ports.is_empty()));
+        let nets = |v: &[String]| -> Vec<IpNet> { v.iter().map(|c| c.parse().unwrap()).collect() };
+        // Every forward allow has a reflection covering all its destinations.
+        for f in forward.iter().filter(|e| e.action == allow) {
+            let r = reflected
+                .iter()
+                .find(|r| {
+                    r.destination_cidrs == f.source_cidrs
+                        && r.source_ports == f.ports
+                        && r.protocol == f.protocol
+                })
+                .unwrap_or_else(|| panic!("no reflection of {f:?}"));
+            let covered = nets(&r.source_cidrs);
+            for d in nets(&f.destination_cidrs) {
+                assert!(covered.iter().any(|c| c.contains(&d)), "{d} in {r:?}");
+            }
         }
         let pg = reflected
             .iter()
@@ -481,7 +607,42 @@ mod tests {
         // The deny rule is in the forward part, narrowed to c.
         assert!(forward.iter().any(|e| e.action == pb::Action::Deny as i32
             && e.destination_cidrs.contains(&"10.20.0.3/32".to_string())));
-        assert!(acls.iter().all(|e| e.tenant_id == "t1"));
+    }
+
+    #[test]
+    fn a_rule_for_many_nodes_is_one_entry_not_one_per_node() {
+        let nodes: Vec<pb::Node> = (1..=40)
+            .map(|i| {
+                node(
+                    &format!("n{i:02}"),
+                    "t1",
+                    "cv1",
+                    &format!("10.20.0.{i}"),
+                    if i % 2 == 0 { &["web"] } else { &["db"] },
+                )
+            })
+            .collect();
+        let w = world(
+            "t1",
+            "cv1",
+            nodes,
+            vec![
+                web_to_db(),
+                rule(S::Any(true), S::Any(true), pb::Protocol::Icmp, &[], true),
+            ],
+        );
+        let acls = tenant_acls(&w, "t1", &["cv1"], time::now_micros());
+        // Two rules: two reflections and two forward entries, whatever the node count.
+        assert_eq!(acls.len(), 4, "{acls:#?}");
+        let pg = acls
+            .iter()
+            .find(|e| e.ports.iter().any(|p| p.first == 5432))
+            .unwrap();
+        assert_eq!(
+            pg.destination_cidrs.len(),
+            40,
+            "the 20 db nodes' v4 and v6 addresses"
+        );
     }
 
     #[test]
@@ -615,10 +776,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Against the reference: the gateway never denies what a node's policy allows, and
-        /// the replies of every allowed flow pass (the reflected entries only ever add allows).
+        /// Against the reference: the forward entries decide exactly like the nodes' policy,
+        /// the gateway never denies what it allows, and the replies of every allowed flow pass
+        /// (the reflected entries only ever add allows).
         #[test]
-        fn the_gateway_allows_what_the_reference_allows_and_the_replies(
+        fn forward_entries_decide_like_the_reference_and_replies_of_allowed_flows_pass(
             rules in proptest::collection::vec(arb_rule(), 0..6),
         ) {
             let w = world(
@@ -634,6 +796,8 @@ mod tests {
             );
             let now = time::now_micros();
             let acls = tenant_acls(&w, "t1", &["cv1"], now);
+            // The merged forward entries alone are exactly the nodes' filters.
+            let (_, forward) = acl_parts("t1", &node_filters(&w, &["cv1"], now));
             let infos: Vec<policy::NodeInfo> =
                 w.visible("cv1", now).into_iter().map(node_info).collect();
             let (groups, rules) = (groups_of(&w), rules_of(&w));
@@ -645,9 +809,13 @@ mod tests {
                     for (proto, dport) in [(6u8, 22u16), (6, 85), (6, 443), (17, 22), (17, 1000), (1, 0)] {
                         let (s, d) = (addr(&w, src), addr(&w, dst));
                         let p = policy::Packet { src: s, dst: d, proto, dst_port: dport };
-                        if policy::reference::decide(&infos, &groups, &rules, s, dst, &p)
-                            == policy::Action::Allow
-                        {
+                        let want = policy::reference::decide(&infos, &groups, &rules, s, dst, &p)
+                            == policy::Action::Allow;
+                        proptest::prop_assert_eq!(
+                            gateway_decides(&forward, s, d, proto, 40000, dport),
+                            want
+                        );
+                        if want {
                             proptest::prop_assert!(gateway_decides(&acls, s, d, proto, 40000, dport));
                             proptest::prop_assert!(gateway_decides(&acls, d, s, proto, dport, 40000));
                         }
