@@ -651,7 +651,9 @@ impl Model {
                 p.slot = slot;
                 if pk == p.public_key {
                     p.keys = keys;
-                    p.learned = ep.filter(|e| !p.endpoints.contains(e));
+                    // The endpoint in use before the restart, even when it is one of the
+                    // configured ones: the first configured one may not be reachable.
+                    p.learned = ep;
                 } else {
                     let mut keys = keys;
                     applied.released.extend(keys.take_all());
