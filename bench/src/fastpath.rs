@@ -190,6 +190,7 @@ fn acl_rules(n: usize, rng: &mut Rng) -> Vec<AclRuleSpec> {
             sport: (0, u16::MAX),
             dport: (port, port),
             permit: rng.below(2) == 0,
+            established: false,
         });
     }
     if n > 0 {
@@ -203,6 +204,7 @@ fn acl_rules(n: usize, rng: &mut Rng) -> Vec<AclRuleSpec> {
             sport: (0, u16::MAX),
             dport: (5000, 5000),
             permit: true,
+            established: false,
         });
     }
     rules

@@ -46,6 +46,7 @@ pub fn generation(data: &[u8]) {
             proto: 17,
             sport: i as u16,
             dport: 5000,
+            tcp_flags: 0,
         }
     };
     for t in view.tenants.iter().take(16) {

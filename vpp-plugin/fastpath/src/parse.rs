@@ -243,6 +243,11 @@ pub fn parse_inner(p: &[u8]) -> Result<Inner, ParseError> {
     } else {
         (0, 0)
     };
+    let tcp_flags = if first_frag && proto == 6 && total >= l4 + 14 {
+        p[l4 + 13]
+    } else {
+        0
+    };
     Ok(Inner {
         v6,
         total_len: total,
@@ -252,6 +257,7 @@ pub fn parse_inner(p: &[u8]) -> Result<Inner, ParseError> {
             proto,
             sport,
             dport,
+            tcp_flags,
         },
     })
 }

@@ -65,6 +65,7 @@ fn lab() -> Lab {
         sport: (0, u16::MAX),
         dport: (22, 22),
         permit: false,
+        established: false,
     };
     let tables = TableBuilder {
         underlay: Underlay {

@@ -80,6 +80,7 @@ fn table_image() -> Vec<u8> {
         sport: (0, u16::MAX),
         dport: (port, port),
         permit,
+        established: false,
     };
     let kp = |r| KeypairSpec {
         receiver_index: r,

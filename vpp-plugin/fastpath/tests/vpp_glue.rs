@@ -306,6 +306,7 @@ fn lab(tag: &str) -> Lab {
                 sport: (0, 65535),
                 dport: (9, 9),
                 permit: false,
+                established: false,
             }],
         }],
         peers: vec![

@@ -9,9 +9,9 @@ use std::vec::Vec;
 use zerocopy::{Immutable, IntoBytes};
 
 use crate::layout::{
-    ACTION_DENY, ACTION_PERMIT, AclBucket, AclRef, AclRule, AclTuple, FLAG_ACTIVE, FLAG_NEXT,
-    GEN_MAGIC, GenHeader, Keypair, LpmEntry, LpmLevel, LpmRef, NONE, Peer, PeerKey, ROUTE_LOCAL,
-    Section, Tenant, Underlay,
+    ACL_FLAG_ESTABLISHED, ACTION_DENY, ACTION_PERMIT, AclBucket, AclRef, AclRule, AclTuple,
+    FLAG_ACTIVE, FLAG_NEXT, GEN_MAGIC, GenHeader, Keypair, LpmEntry, LpmLevel, LpmRef, NONE, Peer,
+    PeerKey, ROUTE_LOCAL, Section, Tenant, Underlay,
 };
 use crate::view::{hash_key, hash_pair, prefix_mask, split};
 
@@ -125,6 +125,8 @@ pub struct AclRuleSpec {
     pub dport: (u16, u16),
     /// Permit (else deny).
     pub permit: bool,
+    /// TCP segments match only with ACK or RST set (replies within a connection).
+    pub established: bool,
 }
 
 impl AclRuleSpec {
@@ -140,6 +142,8 @@ impl AclRuleSpec {
             && self.proto.is_none_or(|p| p == t.proto)
             && (self.sport.0..=self.sport.1).contains(&t.sport)
             && (self.dport.0..=self.dport.1).contains(&t.dport)
+            // Written out here rather than calling the fast path's helper: this is the reference.
+            && (!self.established || t.proto != 6 || t.tcp_flags & (0x10 | 0x04) != 0)
     }
 }
 
@@ -295,7 +299,11 @@ fn build_acl(
                 proto: r.proto.unwrap_or(0),
                 proto_any: u8::from(r.proto.is_none()),
                 action: if r.permit { ACTION_PERMIT } else { ACTION_DENY },
-                _pad: 0,
+                flags: if r.established {
+                    ACL_FLAG_ESTABLISHED
+                } else {
+                    0
+                },
             });
     }
     let mut compiled: Vec<AclTuple> = Vec::with_capacity(by_tuple.len());
@@ -571,6 +579,45 @@ mod tests {
     }
 
     #[test]
+    fn an_established_rule_lets_tcp_replies_through_but_never_an_opening_syn() {
+        let any = AclRuleSpec {
+            v6: false,
+            src: 0,
+            src_len: 0,
+            dst: 0,
+            dst_len: 0,
+            proto: None,
+            sport: (0, u16::MAX),
+            dport: (0, u16::MAX),
+            permit: true,
+            established: true,
+        };
+        let deny = AclRuleSpec {
+            permit: false,
+            established: false,
+            ..any
+        };
+        let img = one_tenant(vec![], vec![any, deny]);
+        let v = GenView::parse(&img, 16).unwrap();
+        let t = v.tenants[0];
+        let pkt = |proto, tcp_flags| FiveTuple {
+            src: 0x0a00_0001,
+            dst: 0x0a00_0002,
+            proto,
+            sport: 22,
+            dport: 40000,
+            tcp_flags,
+        };
+        let action = |p: FiveTuple| v.acl_classify(&t, &p, false).map(|(_, a)| a);
+        assert_eq!(action(pkt(6, 0x02)), Some(ACTION_DENY), "SYN");
+        assert_eq!(action(pkt(6, 0x12)), Some(ACTION_PERMIT), "SYN+ACK");
+        assert_eq!(action(pkt(6, 0x10)), Some(ACTION_PERMIT), "ACK");
+        assert_eq!(action(pkt(6, 0x04)), Some(ACTION_PERMIT), "RST");
+        assert_eq!(action(pkt(6, 0x01)), Some(ACTION_DENY), "bare FIN");
+        assert_eq!(action(pkt(17, 0)), Some(ACTION_PERMIT), "UDP is unaffected");
+    }
+
+    #[test]
     fn colliding_receiver_indices_are_rejected() {
         let kp = |r| KeypairSpec {
             receiver_index: r,
@@ -738,10 +785,19 @@ mod tests {
                 prop::option::of(prop_oneof![Just(6u8), Just(17)]),
                 arb_ports(),
                 arb_ports(),
-                any::<bool>(),
+                (any::<bool>(), any::<bool>()),
             )
                 .prop_map(
-                    move |(src, src_len, dst, dst_len, proto, sport, dport, permit)| AclRuleSpec {
+                    move |(
+                        src,
+                        src_len,
+                        dst,
+                        dst_len,
+                        proto,
+                        sport,
+                        dport,
+                        (permit, established),
+                    )| AclRuleSpec {
                         v6,
                         src,
                         src_len,
@@ -751,6 +807,7 @@ mod tests {
                         sport,
                         dport,
                         permit,
+                        established,
                     },
                 )
         })
@@ -764,8 +821,9 @@ mod tests {
                 prop_oneof![Just(6u8), Just(17), Just(1)],
                 0u16..9,
                 0u16..9,
+                prop_oneof![Just(0u8), Just(0x02), Just(0x12), Just(0x10), Just(0x04)],
             )
-                .prop_map(move |(src, dst, proto, sport, dport)| {
+                .prop_map(move |(src, dst, proto, sport, dport, tcp_flags)| {
                     (
                         FiveTuple {
                             src,
@@ -773,6 +831,7 @@ mod tests {
                             proto,
                             sport,
                             dport,
+                            tcp_flags: if proto == 6 { tcp_flags } else { 0 },
                         },
                         v6,
                     )

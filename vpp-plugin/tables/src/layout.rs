@@ -14,7 +14,7 @@ pub const SEG_MAGIC: u64 = u64::from_le_bytes(*b"CVLANSEG");
 /// "CVLANGEN" — first eight bytes of a generation slot.
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"CVLANGEN");
 /// Bumped on every incompatible layout change.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 /// Worker acknowledgement slots in the header.
 pub const MAX_WORKERS: usize = 64;
 /// Generation slots: one active, one being reclaimed by slow readers, one being written.
@@ -29,6 +29,13 @@ pub const FLAG_ACTIVE: u32 = 1;
 /// Keypair flag: this is its peer's `next` keypair (responder side, not yet confirmed), so
 /// the first packet it authenticates must be reported through `KeypairState::rx_seen`.
 pub const FLAG_NEXT: u32 = 2;
+
+/// ACL rule flag: a TCP segment matches only with ACK or RST set — a reply within a
+/// connection, never an opening SYN. Other protocols are unaffected. This is how a stateless
+/// gateway lets replies through without letting the replying side open connections.
+pub const ACL_FLAG_ESTABLISHED: u8 = 1;
+/// TCP header flag bits the established match looks at (ACK | RST).
+pub const TCP_ACK_OR_RST: u8 = 0x10 | 0x04;
 
 /// ACL action: drop.
 pub const ACTION_DENY: u8 = 0;
@@ -386,8 +393,8 @@ pub struct AclRule {
     pub proto_any: u8,
     /// [`ACTION_DENY`] or [`ACTION_PERMIT`].
     pub action: u8,
-    /// Padding.
-    pub _pad: u8,
+    /// [`ACL_FLAG_ESTABLISHED`] or 0.
+    pub flags: u8,
 }
 
 /// An ESP security association (layout reserved for the ESP nodes of a later issue).

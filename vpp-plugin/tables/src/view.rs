@@ -13,9 +13,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use zerocopy::FromBytes;
 
 use crate::layout::{
-    ABI_VERSION, AclBucket, AclRef, AclRule, AclTuple, EspSa, GEN_MAGIC, GenHeader, Keypair,
-    KeypairState, LpmEntry, LpmLevel, LpmRef, MAX_WORKERS, NONE, Peer, PeerKey, SEG_MAGIC, SLOTS,
-    Section, SegmentHeader, Tenant, Underlay,
+    ABI_VERSION, ACL_FLAG_ESTABLISHED, AclBucket, AclRef, AclRule, AclTuple, EspSa, GEN_MAGIC,
+    GenHeader, Keypair, KeypairState, LpmEntry, LpmLevel, LpmRef, MAX_WORKERS, NONE, Peer, PeerKey,
+    SEG_MAGIC, SLOTS, Section, SegmentHeader, TCP_ACK_OR_RST, Tenant, Underlay,
 };
 
 /// Why a segment or generation was rejected.
@@ -249,6 +249,15 @@ pub struct FiveTuple {
     pub sport: u16,
     /// Destination port.
     pub dport: u16,
+    /// TCP flags byte (0 for other protocols and non-first fragments).
+    pub tcp_flags: u8,
+}
+
+/// Whether a packet passes a rule's [`ACL_FLAG_ESTABLISHED`] condition.
+#[inline]
+#[must_use]
+pub const fn established_ok(flags: u8, t: &FiveTuple) -> bool {
+    flags & ACL_FLAG_ESTABLISHED == 0 || t.proto != 6 || t.tcp_flags & TCP_ACK_OR_RST != 0
 }
 
 /// Mask of the top `len` bits of a `bits`-wide address held in a `u128`.
@@ -646,6 +655,7 @@ impl<'a> GenView<'a> {
                 && t.sport <= rule.sport_hi
                 && rule.dport_lo <= t.dport
                 && t.dport <= rule.dport_hi
+                && established_ok(rule.flags, t)
             {
                 return Some((rule.index, rule.action));
             }
