@@ -21,6 +21,8 @@ trap 'rm -f "$log"' EXIT
 # The end-to-end tests (hw-lab/lab/tests/e2e.rs) run the real binaries from the target dir.
 cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee "$log"
+echo "== VPP plugin (built only where VPP's development files are installed)"
+bash vpp-plugin/plugin/build.sh
 echo "== UI: generated API types, lint, typecheck, unit tests, build, browser tests"
 dpkg -s chromium >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq chromium >/dev/null; }
 export CVLAN_API_BIN="$CARGO_TARGET_DIR/debug/cvlan-api"
@@ -40,6 +42,7 @@ echo "== benchmark smoke runs"
 cargo run -q -p cvlan-bench -- ipam --quick --clients 50
 cargo run -q -p cvlan-bench -- fastpath --quick
 cargo run -q -p cvlan-bench -- wg --quick
+cargo run -q -p cvlan-bench -- gateway --quick
 cargo run -q -p cvlan-bench -- policy --quick
 cargo run -q -p cvlan-bench -- netmap --quick
 echo "== summary"

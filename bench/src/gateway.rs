@@ -113,14 +113,17 @@ pub fn run(args: Args) -> Result<()> {
     );
     let gwh = lab.add_host("gw")?;
     let mut gw = Gateway::new(&gwh, &gbins, UNDERLAY.parse()?, Port::lab_ports(2));
-    gw.start_dataplane()?;
-    gw.start_sidecar(&cp.node_url(), &token)?;
     let a = lab.add_host("a")?;
     let b = lab.add_host("b")?;
-    let (_, node_token) = cp.create_token("bench", "bench", &["--reusable", "--expires", "1h"])?;
-    let mut agents = Vec::new();
+    // The DPDK ports must exist before vrouter-dpdk starts.
     for (i, h) in [&a, &b].into_iter().enumerate() {
         link_agent(&lab, &gw, h, i)?;
+    }
+    gw.start_dataplane()?;
+    gw.start_sidecar(&cp.node_url(), &token)?;
+    let (_, node_token) = cp.create_token("bench", "bench", &["--reusable", "--expires", "1h"])?;
+    let mut agents = Vec::new();
+    for h in [&a, &b] {
         let ag = Agent::start(h, &bins)?;
         ag.up(&cp.node_url(), &node_token)
             .with_context(|| format!("cvlan up in {}", h.name()))?;

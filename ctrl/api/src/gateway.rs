@@ -7,7 +7,11 @@
 //! nodes have disjoint destinations, so concatenating them keeps every node's first-match
 //! order. The gateway holds no connection state, so each allow rule also gets a reflected entry
 //! (sources and destinations swapped, the rule's ports as source ports) that lets the replies
-//! back; those go first. The agents still track state and drop what was never asked for.
+//! back; those go first. A reflected entry is marked `established`: a TCP segment matches it
+//! only with ACK or RST set, so a reply path never opens a connection (a deny rule still stops
+//! the SYN). UDP and ICMP have no such mark: a reflected entry of an allow rule lets the
+//! destination send the matching UDP/ICMP back unasked. The agents still track state and drop
+//! what was never asked for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -235,6 +239,7 @@ fn entry(tenant: &str, r: &policy::FilterRule, reflect: bool) -> pb::AclEntry {
             ports: Vec::new(),
             action: f.action,
             source_ports: f.ports,
+            established: true,
         }
     } else {
         pb::AclEntry {
@@ -245,6 +250,7 @@ fn entry(tenant: &str, r: &policy::FilterRule, reflect: bool) -> pb::AclEntry {
             ports: f.ports,
             action: f.action,
             source_ports: Vec::new(),
+            established: false,
         }
     }
 }
@@ -469,7 +475,8 @@ mod tests {
         }
     }
 
-    /// What the gateway decides: first matching entry of the tenant, default deny.
+    /// What the gateway decides for an opening packet (a TCP SYN): first matching entry of
+    /// the tenant, default deny.
     fn gateway_decides(
         acls: &[pb::AclEntry],
         src: IpAddr,
@@ -477,6 +484,31 @@ mod tests {
         proto: u8,
         sport: u16,
         dport: u16,
+    ) -> bool {
+        decides(acls, src, dst, proto, sport, dport, true)
+    }
+
+    /// What the gateway decides for a reply within a connection (TCP with ACK).
+    fn gateway_passes_reply(
+        acls: &[pb::AclEntry],
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+    ) -> bool {
+        decides(acls, src, dst, proto, sport, dport, false)
+    }
+
+    /// `syn`: a TCP segment that opens a connection (entries marked `established` skip it).
+    fn decides(
+        acls: &[pb::AclEntry],
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+        syn: bool,
     ) -> bool {
         let inside = |cidrs: &[String], a: IpAddr| {
             cidrs
@@ -491,7 +523,7 @@ mod tests {
         };
         for e in acls {
             let ep = e.protocol;
-            if ep != 0 && ep != i32::from(proto) {
+            if (ep != 0 && ep != i32::from(proto)) || (e.established && proto == 6 && syn) {
                 continue;
             }
             let uses_ports = proto == 6 || proto == 17;
@@ -552,7 +584,7 @@ mod tests {
                     }
                     if want {
                         assert!(
-                            gateway_decides(&acls, d, s, proto, dport, 40000),
+                            gateway_passes_reply(&acls, d, s, proto, dport, 40000),
                             "reply of {src}->{dst} proto {proto} port {dport}"
                         );
                     }
@@ -777,8 +809,8 @@ mod tests {
 
     proptest::proptest! {
         /// Against the reference: the forward entries decide exactly like the nodes' policy,
-        /// the gateway never denies what it allows, and the replies of every allowed flow pass
-        /// (the reflected entries only ever add allows).
+        /// the gateway never denies what it allows, the replies of every allowed flow pass
+        /// (the reflected entries only ever add allows), and no TCP connection it denies opens.
         #[test]
         fn forward_entries_decide_like_the_reference_and_replies_of_allowed_flows_pass(
             rules in proptest::collection::vec(arb_rule(), 0..6),
@@ -817,7 +849,11 @@ mod tests {
                         );
                         if want {
                             proptest::prop_assert!(gateway_decides(&acls, s, d, proto, 40000, dport));
-                            proptest::prop_assert!(gateway_decides(&acls, d, s, proto, dport, 40000));
+                            proptest::prop_assert!(gateway_passes_reply(&acls, d, s, proto, dport, 40000));
+                        } else if proto == 6 {
+                            // A connection the policy denies is never opened through the
+                            // gateway, whatever the reflected entries allow back.
+                            proptest::prop_assert!(!gateway_decides(&acls, s, d, proto, 40000, dport));
                         }
                     }
                 }

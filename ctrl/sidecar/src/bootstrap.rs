@@ -69,6 +69,9 @@ struct Acl {
     ports: Vec<String>,
     #[serde(default)]
     source_ports: Vec<String>,
+    /// TCP segments match only with ACK or RST set (a reply path that cannot open connections).
+    #[serde(default)]
+    established: bool,
     action: String,
 }
 
@@ -186,6 +189,7 @@ pub fn parse(text: &str) -> Result<pb::GatewayTables, BootstrapError> {
             ports: ports(&a.ports)?,
             action: action(&a.action)?,
             source_ports: ports(&a.source_ports)?,
+            established: a.established,
         });
     }
     for r in &f.routes {

@@ -389,6 +389,7 @@ pub fn expand_acl(e: &pb::AclEntry) -> Vec<AclRuleSpec> {
                             sport,
                             dport,
                             permit,
+                            established: e.established,
                         });
                     }
                 }

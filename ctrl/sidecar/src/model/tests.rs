@@ -134,6 +134,7 @@ fn acl_entries_expand_sources_times_destinations_times_ports_in_order() {
             first: 1000,
             last: 0,
         }],
+        established: false,
     };
     let r = expand_acl(&e);
     // v4×v4 and v6×v6 only, two destination ranges each.
@@ -320,6 +321,7 @@ fn entry_matches(e: &pb::AclEntry, t: &FiveTuple, v6: bool) -> bool {
         && proto_ok
         && in_ranges(&e.ports, t.dport)
         && in_ranges(&e.source_ports, t.sport)
+        && (!e.established || t.proto != 6 || t.tcp_flags & 0x14 != 0)
 }
 
 fn arb_cidrs() -> impl Strategy<Value = Vec<String>> {
@@ -350,9 +352,9 @@ fn arb_entry() -> impl Strategy<Value = pb::AclEntry> {
         prop_oneof![Just(0), Just(1), Just(6), Just(17), Just(58)],
         arb_ranges(),
         arb_ranges(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(s, d, p, dp, sp, allow)| pb::AclEntry {
+        .prop_map(|(s, d, p, dp, sp, (allow, established))| pb::AclEntry {
             tenant_id: "t1".into(),
             source_cidrs: s,
             destination_cidrs: d,
@@ -360,6 +362,7 @@ fn arb_entry() -> impl Strategy<Value = pb::AclEntry> {
             ports: dp,
             action: if allow { 1 } else { 2 },
             source_ports: sp,
+            established,
         })
 }
 
@@ -367,7 +370,7 @@ proptest! {
     #[test]
     fn compiled_gateway_acls_agree_with_the_entries_read_literally(
         entries in prop::collection::vec(arb_entry(), 0..12),
-        packets in prop::collection::vec((any::<bool>(), 0u8..8, 0u8..8, prop_oneof![Just(1u8), Just(6), Just(17), Just(58)], 0u16..9, 0u16..9), 1..40),
+        packets in prop::collection::vec((any::<bool>(), 0u8..8, 0u8..8, prop_oneof![Just(1u8), Just(6), Just(17), Just(58)], 0u16..9, 0u16..9, prop_oneof![Just(0x02u8), Just(0x12), Just(0x10), Just(0x01)]), 1..40),
     ) {
         let mut m = Model::default();
         let mut snap = snapshot(vec![]);
@@ -376,9 +379,10 @@ proptest! {
         let img = m.build().build(16).expect("build");
         let view = GenView::parse(&img, 16).expect("view");
         let t = view.tenants[m.tenants()[&stable_id("t1")].slot as usize];
-        for (v6, s, d, proto, sport, dport) in packets {
+        for (v6, s, d, proto, sport, dport, flags) in packets {
             let addr = |x: u8| if v6 { u128::from(0xfd00u16) << 112 | u128::from(x) } else { u128::from(u32::from(Ipv4Addr::new(10, 0, 0, x))) };
-            let tuple = FiveTuple { src: addr(s), dst: addr(d), proto, sport, dport };
+            let tcp_flags = if proto == 6 { flags } else { 0 };
+            let tuple = FiveTuple { src: addr(s), dst: addr(d), proto, sport, dport, tcp_flags };
             let want = entries.iter().find(|e| entry_matches(e, &tuple, v6)).map(|e| e.action == 1);
             let got = view.acl_classify(&t, &tuple, v6).map(|(_, a)| a == ACTION_PERMIT);
             prop_assert_eq!(got, want, "{:?} v6={}", tuple, v6);
