@@ -850,6 +850,7 @@ export interface components {
             /** @enum {string} */
             action?: "ACTION_UNSPECIFIED" | "ACTION_ALLOW" | "ACTION_DENY";
             destinationCidrs?: string[];
+            established?: boolean;
             ports?: components["schemas"]["PortRange"][];
             /** @enum {string} */
             protocol?: "PROTOCOL_ANY" | "PROTOCOL_ICMP" | "PROTOCOL_TCP" | "PROTOCOL_UDP" | "PROTOCOL_ICMPV6";
