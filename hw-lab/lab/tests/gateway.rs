@@ -332,16 +332,21 @@ fn an_acl_change_blocks_a_flow_at_the_gateway_within_2_s_while_other_flows_lose_
     .unwrap();
     assert!(took <= Duration::from_secs(2), "the deny took {took:?}");
     eprintln!("ACL change effective after {took:?}");
-    // The gateway itself dropped the SYNs (the agent's own filter would too).
+    // The gateway itself drops the SYNs (the agent's own filter does too, and may have been
+    // quicker than the gateway's tables for the first one: keep trying meanwhile).
     let r = wait_until(
         Duration::from_secs(3),
         "acl_deny drops at the gateway",
-        || (w.drops("acl_deny") > denied_before).then_some(()),
+        || {
+            assert!(!connects(w.host("a1"), p5001, Duration::from_millis(200)));
+            (w.drops("acl_deny") > denied_before).then_some(())
+        },
     );
     assert!(
         r.is_ok(),
-        "no acl_deny drop counted: {}",
-        w.gw.ctl(["counters"]).unwrap()
+        "no acl_deny drop counted: {}\ntables: {}",
+        w.gw.ctl(["counters"]).unwrap(),
+        w.gw.ctl(["tables"]).unwrap()
     );
     let out = pinger.wait_timeout(Duration::from_secs(15)).unwrap();
     let log = pinger.log();
