@@ -48,7 +48,8 @@ struct World {
     hosts: HashMap<String, Host>,
     cp: ControlPlane,
     bins: Binaries,
-    lab: Lab,
+    /// Held for its teardown on drop (after everything above has stopped).
+    _lab: Lab,
     _one: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -117,7 +118,7 @@ impl World {
             gw,
             cp,
             bins,
-            lab,
+            _lab: lab,
             _one: one,
         }
     }
