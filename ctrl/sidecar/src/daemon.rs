@@ -514,13 +514,13 @@ impl Daemon {
             }
         }
         while let Some((_, pkt)) = self.sp.poll_transmit() {
-            let d = Header {
+            let h = Header {
                 kind: Kind::Tx,
                 port: PORT_ROUTE,
                 reason: 0,
                 worker: 0,
-            }
-            .encode(&pkt);
+            };
+            let d = [&h.encode()[..], &pkt].concat();
             match self.punt.try_send_to(&d, &self.settings.dpdk_socket) {
                 Ok(_) => self.punt_stats.tx_sent += 1,
                 Err(e) => {
@@ -548,7 +548,7 @@ impl Daemon {
                     reason: 0,
                     worker: 0,
                 }
-                .encode(&[]);
+                .encode();
                 if self
                     .punt
                     .try_send_to(&req, &self.settings.dpdk_socket)

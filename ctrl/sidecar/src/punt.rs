@@ -1,125 +1,12 @@
 //! The punt protocol between vrouter-dpdk and vrouterd (Unix datagrams, see
-//! notes/interfaces.md): a 16-byte little-endian header and a payload; plus the outer
-//! IPv4/IPv6 + UDP parsing of punted packets and building of the packets vrouterd transmits.
-//! Sans-IO.
+//! notes/interfaces.md): the 16-byte header is defined once in [`cvlan_tables::punt`] (the
+//! wire-contract crate both sides build against) and re-exported here; this module adds the
+//! outer IPv4/IPv6 + UDP parsing of punted packets and building of the packets vrouterd
+//! transmits. Sans-IO.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// `b"CVPT"` read as a little-endian u32.
-pub const MAGIC: u32 = u32::from_le_bytes(*b"CVPT");
-/// Protocol version.
-pub const VERSION: u8 = 1;
-/// Header length.
-pub const HEADER_LEN: usize = 16;
-/// `port` of a TX datagram: route by destination.
-pub const PORT_ROUTE: u16 = 0xffff;
-
-/// Datagram kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Kind {
-    /// dpdk → vrouterd: a punted outer packet.
-    Punt = 1,
-    /// vrouterd → dpdk: a complete IP packet to send.
-    Tx = 2,
-    /// anyone → dpdk: counters request.
-    StatsReq = 3,
-    /// dpdk → requester: counters (JSON).
-    StatsRep = 4,
-}
-
-/// Why a datagram was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PuntError {
-    /// Shorter than the header.
-    #[error("datagram shorter than the header")]
-    Short,
-    /// Wrong magic.
-    #[error("bad magic")]
-    BadMagic,
-    /// Unknown version.
-    #[error("unsupported version")]
-    BadVersion,
-    /// Unknown kind.
-    #[error("unknown kind")]
-    BadKind,
-}
-
-impl PuntError {
-    /// Metrics label.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Short => "short",
-            Self::BadMagic => "bad_magic",
-            Self::BadVersion => "bad_version",
-            Self::BadKind => "bad_kind",
-        }
-    }
-}
-
-/// A datagram header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// Kind.
-    pub kind: Kind,
-    /// Ingress port (PUNT) or egress port (TX, [`PORT_ROUTE`]).
-    pub port: u16,
-    /// Fast-path verdict reason (PUNT).
-    pub reason: u16,
-    /// Worker that punted.
-    pub worker: u16,
-}
-
-impl Header {
-    /// Parses a datagram into header and payload.
-    ///
-    /// # Errors
-    /// [`PuntError`].
-    pub fn parse(d: &[u8]) -> Result<(Header, &[u8]), PuntError> {
-        if d.len() < HEADER_LEN {
-            return Err(PuntError::Short);
-        }
-        let u16_at = |o: usize| u16::from_le_bytes([d[o], d[o + 1]]);
-        if u32::from_le_bytes([d[0], d[1], d[2], d[3]]) != MAGIC {
-            return Err(PuntError::BadMagic);
-        }
-        if d[4] != VERSION {
-            return Err(PuntError::BadVersion);
-        }
-        let kind = match d[5] {
-            1 => Kind::Punt,
-            2 => Kind::Tx,
-            3 => Kind::StatsReq,
-            4 => Kind::StatsRep,
-            _ => return Err(PuntError::BadKind),
-        };
-        Ok((
-            Header {
-                kind,
-                port: u16_at(6),
-                reason: u16_at(8),
-                worker: u16_at(10),
-            },
-            &d[HEADER_LEN..],
-        ))
-    }
-
-    /// Header followed by `payload`.
-    #[must_use]
-    pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(HEADER_LEN + payload.len());
-        v.extend_from_slice(&MAGIC.to_le_bytes());
-        v.push(VERSION);
-        v.push(self.kind as u8);
-        v.extend_from_slice(&self.port.to_le_bytes());
-        v.extend_from_slice(&self.reason.to_le_bytes());
-        v.extend_from_slice(&self.worker.to_le_bytes());
-        v.extend_from_slice(&[0; 4]);
-        v.extend_from_slice(payload);
-        v
-    }
-}
+pub use cvlan_tables::punt::{HEADER_LEN, Header, Kind, MAGIC, PORT_ROUTE, PuntError, VERSION};
 
 /// A punted outer UDP datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,29 +148,6 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_header_round_trips_and_bad_ones_are_refused_by_reason() {
-        let h = Header {
-            kind: Kind::Punt,
-            port: 1,
-            reason: 3,
-            worker: 2,
-        };
-        let d = h.encode(b"xyz");
-        assert_eq!(&d[..4], b"CVPT");
-        assert_eq!(Header::parse(&d), Ok((h, &b"xyz"[..])));
-        assert_eq!(Header::parse(&d[..10]), Err(PuntError::Short));
-        let mut bad = d.clone();
-        bad[0] = b'X';
-        assert_eq!(Header::parse(&bad), Err(PuntError::BadMagic));
-        let mut bad = d.clone();
-        bad[4] = 2;
-        assert_eq!(Header::parse(&bad), Err(PuntError::BadVersion));
-        let mut bad = d;
-        bad[5] = 9;
-        assert_eq!(Header::parse(&bad), Err(PuntError::BadKind));
-    }
-
-    #[test]
     fn built_packets_parse_back_with_valid_checksums() {
         for (s, d) in [
             ("10.255.0.1:51820", "10.251.1.2:40000"),
@@ -313,7 +177,6 @@ mod tests {
     proptest! {
         #[test]
         fn random_datagrams_never_panic(d in prop::collection::vec(any::<u8>(), 0..120)) {
-            let _ = Header::parse(&d);
             let _ = parse_udp(&d);
             let mut v4 = d.clone();
             if !v4.is_empty() { v4[0] = 0x45; }

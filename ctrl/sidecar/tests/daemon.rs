@@ -14,7 +14,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use cvlan_fastpath::{Buf, INGRESS_UNDERLAY, Next, Reason, Verdict, Worker};
 use cvlan_sidecar::ctl::{Request, Response};
 use cvlan_sidecar::daemon::{self, Settings};
-use cvlan_sidecar::punt::{Header, Kind, build_udp, parse_udp};
+use cvlan_sidecar::punt::{Header, Kind, PORT_ROUTE, build_udp, parse_udp};
 use cvlan_tables::{Segment, SegmentParams};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -95,13 +95,13 @@ async fn wait_for(p: &Path) {
 /// What boringtun sends to the gateway, as vrouter-dpdk punts it.
 fn punt(reason: Reason, wg: &[u8]) -> Vec<u8> {
     let pkt = build_udp(PEER_EP.parse().unwrap(), GW.parse().unwrap(), wg).unwrap();
-    Header {
+    let h = Header {
         kind: Kind::Punt,
         port: 0,
         reason: reason as u16,
         worker: 0,
-    }
-    .encode(&pkt)
+    };
+    [&h.encode()[..], &pkt].concat()
 }
 
 /// The next TX datagram vrouterd sends to "vrouter-dpdk": (destination, WireGuard payload).
@@ -112,7 +112,7 @@ async fn tx(dpdk: &UnixDatagram) -> (SocketAddr, Vec<u8>) {
         .expect("a TX datagram")
         .unwrap();
     let (h, payload) = Header::parse(&buf[..n]).unwrap();
-    assert_eq!((h.kind, h.port), (Kind::Tx, 0xffff));
+    assert_eq!((h.kind, h.port), (Kind::Tx, PORT_ROUTE));
     let udp = parse_udp(payload).unwrap();
     assert_eq!(
         udp.src,
@@ -267,13 +267,14 @@ async fn a_punted_handshake_is_answered_installed_and_survives_a_restart_of_vrou
     let mut req = vec![0u8; 256];
     let (n, from) = dpdk.recv_from(&mut req).await.unwrap();
     assert_eq!(Header::parse(&req[..n]).unwrap().0.kind, Kind::StatsReq);
-    let rep = Header {
+    let h = Header {
         kind: Kind::StatsRep,
         port: 0,
         reason: 0,
         worker: 0,
-    }
-    .encode(br#"{"workers":[{"worker":0,"reasons":{"malformed":3}}]}"#);
+    };
+    let json = br#"{"workers":[{"worker":0,"reasons":{"malformed":3}}]}"#;
+    let rep = [&h.encode()[..], json].concat();
     dpdk.send_to(&rep, from.as_pathname().unwrap())
         .await
         .unwrap();

@@ -24,7 +24,7 @@ use crate::net::{
     ethertype, ipv4_info, ipv6_info, parse_arp, parse_ndp, solicited_node, src_mac, write_arp,
     write_eth, write_ndp,
 };
-use crate::punt::{HEADER_LEN, Header, Kind, PORT_ANY};
+use crate::punt::{HEADER_LEN, Header, Kind, PORT_ROUTE};
 use crate::stats::{HOST_COUNT, Host, MAX_PEERS, MAX_TENANTS, Published};
 
 /// Set by SIGTERM/SIGINT.
@@ -862,7 +862,7 @@ impl<'s> Worker<'s> {
         }
         // SAFETY: total_len ≤ tailroom of the fresh mbuf.
         unsafe { window(&v, total_len) }.copy_from_slice(&payload[..total_len]);
-        let force = (port != PORT_ANY).then_some(port);
+        let force = (port != PORT_ROUTE).then_some(port);
         if self.emit(m, v.data, total_len, v.headroom as usize, force) {
             self.count(Host::TxInjected);
         }
