@@ -179,6 +179,16 @@ impl Service {
                 None => TokenError::Revoked,
             }));
         }
+        // One enrolment ends every other outstanding token of this vrouter: a token issued
+        // before (a leak, a second attempt) must not later re-point the vrouter elsewhere.
+        sqlx::query(
+            "UPDATE vrouter_join_tokens SET used_at = $1 WHERE vrouter_id = $2 AND used_at = 0",
+        )
+        .bind(now)
+        .bind(&claims.vrouter)
+        .execute(w.conn())
+        .await
+        .map_err(store_err)?;
         lock_row(&self.store, &mut w, "vrouters", &claims.vrouter).await?;
         let all: Vec<pb::Vrouter> = entity::list_all(w.conn(), Scope::Global).await?;
         if all

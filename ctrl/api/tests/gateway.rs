@@ -314,6 +314,17 @@ async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_c
             .await
             .unwrap_err();
         assert!(e.message().contains("revoked"), "{}", e.message());
+        // One enrolment ends the vrouter's other outstanding tokens.
+        let vr3 = vrouter(h, "gw3", json!([])).await;
+        let first = join_token(h, &vr3, json!({})).await;
+        let second = join_token(h, &vr3, json!({})).await;
+        enrol(&l, &mut dev(), &first, "10.255.0.10:51820")
+            .await
+            .unwrap();
+        let e = enrol(&l, &mut dev(), &second, "10.255.0.11:51820")
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("already been used"), "{}", e.message());
 
         // Deleting a CVLAN drops the assignments naming it.
         let spare = h
@@ -340,7 +351,7 @@ async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_c
             .ok("GET", "/api/v1/audit?pageSize=1000", None)
             .await
             .to_string();
-        for t in [&token, &by_grpc.token, &short, &unused] {
+        for t in [&token, &by_grpc.token, &short, &unused, &first, &second] {
             let sig = t.rsplit_once('.').unwrap().1;
             assert!(!audit.contains(sig), "token in the audit log");
             assert!(!stored.to_string().contains(sig));
@@ -362,7 +373,8 @@ async fn join_tokens_are_superadmin_only_single_use_expiring_and_never_kept_in_c
             .fetch_all(h.app.svc.store.pool())
             .await
             .unwrap();
-        assert_eq!(rows.len(), 4, "the deleted vrouter's token went with it");
+        // gw1's four and gw3's two; the deleted gw2's went with it.
+        assert_eq!(rows.len(), 6, "the deleted vrouter's token went with it");
         for (hash,) in rows {
             assert_eq!(hash.len(), 64);
             assert!(!token.contains(&hash) && !hash.contains("cvt1"));

@@ -14,6 +14,9 @@ use cvlan_proto::v1::gateway_service_client::GatewayServiceClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+/// Largest gateway Sync message accepted (a segment slot is 64 MiB by default).
+const MAX_TABLES_MESSAGE: usize = 128 << 20;
+
 /// File names in the state directory (besides the agent's `wg.key`, `machine.key`,
 /// `client.crt`, `ca.pem`).
 pub mod files {
@@ -336,7 +339,9 @@ async fn session(
         },
         _ = cancel.wait_for(|c| *c) => return None,
     };
-    let mut client = GatewayServiceClient::new(ch);
+    // One snapshot carries every served tenant's tables: tonic's default 4 MiB decode limit
+    // would leave the gateway on stale tables (for every tenant) once a large tenant passed it.
+    let mut client = GatewayServiceClient::new(ch).max_decoding_message_size(MAX_TABLES_MESSAGE);
     if let Err(e) = renew_if_due(&mut client, store).await {
         // The current certificate still works until it expires: keep going.
         tracing::warn!(error = %e, "certificate renewal failed");

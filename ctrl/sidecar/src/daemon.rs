@@ -71,7 +71,7 @@ pub fn open_segment(
     now: Instant,
 ) -> Result<(Segment, Option<Recovered>), SegmentError> {
     if path.exists() {
-        match Segment::open(path) {
+        match Segment::open(path).and_then(|seg| private(&seg).map(|()| seg)) {
             Ok(seg) => {
                 let rec = {
                     let r = seg.reader()?;
@@ -97,12 +97,32 @@ pub fn open_segment(
                 return Ok((seg, rec));
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "existing segment refused; creating a new one");
+                tracing::warn!(path = %path.display(), error = ?e, "existing segment refused; creating a new one");
             }
         }
     }
     tracing::info!(path = %path.display(), "creating the table segment");
     Ok((Segment::create_file(path, params)?, None))
+}
+
+/// A segment to reuse must be ours and private: it holds every tenant's session keys, and one
+/// planted by another local user could carry keypairs of their choosing.
+fn private(seg: &Segment) -> Result<(), SegmentError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = seg.file().metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me || md.mode() & 0o077 != 0 {
+        return Err(SegmentError::Io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {} with mode {:o} (must be ours, mode 0600)",
+                md.uid(),
+                md.mode() & 0o777
+            ),
+        )));
+    }
+    Ok(())
 }
 
 fn underlay_of(a: SocketAddr) -> Underlay {
@@ -234,6 +254,12 @@ pub async fn run(settings: Settings, mut cancel: watch::Receiver<bool>) -> anyho
     prepare_path(&settings.control_socket)?;
     let ctl_listener = UnixListener::bind(&settings.control_socket)
         .with_context(|| format!("binding {}", settings.control_socket.display()))?;
+    // Punts are trusted as coming from the data plane, and the control socket shows every
+    // tenant's peers: owner only.
+    for p in [&settings.punt_socket, &settings.control_socket] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .with_context(|| format!("restricting {}", p.display()))?;
+    }
 
     if let Some(addr) = settings.metrics_listen {
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()

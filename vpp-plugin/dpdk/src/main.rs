@@ -71,6 +71,9 @@ fn bind_socket(path: &Path) -> Result<OwnedFd> {
         Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
     }
     let s = UnixDatagram::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Whoever can write to this socket can make the gateway transmit: owner only.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
     s.set_nonblocking(true)?;
     Ok(OwnedFd::from(s))
 }

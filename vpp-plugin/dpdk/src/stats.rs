@@ -53,6 +53,9 @@ pub enum Host {
     StatsRequests,
     /// mbuf allocation failures.
     AllocFailed,
+    /// Punt verdicts vrouterd has no use for (not a handshake, cookie or keepalive: junk,
+    /// unknown receivers, other protocols), dropped here instead of loading the slow path.
+    PuntFiltered,
 }
 
 /// Names of the [`Host`] counters.
@@ -78,9 +81,10 @@ pub const HOST_NAMES: [&str; HOST_COUNT] = [
     "ctl_bad",
     "stats_requests",
     "alloc_failed",
+    "punt_filtered",
 ];
 /// Number of host counters.
-pub const HOST_COUNT: usize = 21;
+pub const HOST_COUNT: usize = 22;
 
 /// Peer slots whose counters are published (the rest are still counted by the fast path).
 pub const MAX_PEERS: usize = 4096;

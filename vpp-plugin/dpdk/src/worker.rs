@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cvlan_fastpath::{Buf, INGRESS_UNDERLAY, MAX_BATCH, Next, Verdict};
+use cvlan_fastpath::{Buf, INGRESS_UNDERLAY, MAX_BATCH, Next, Reason, Verdict};
 use cvlan_tables::Segment;
 
 use crate::dpdk::{self, rte_mbuf};
@@ -513,7 +513,13 @@ impl<'s> Worker<'s> {
                 x if x == Next::Underlay as u16 => {
                     self.emit(m, b.data, b.len as usize, b.headroom as usize, None);
                 }
-                x if x == Next::Punt as u16 => self.punt_push(m, &b, self.bport[i], v.reason),
+                x if x == Next::Punt as u16 && slow_path_wants(v.reason) => {
+                    self.punt_push(m, &b, self.bport[i], v.reason);
+                }
+                x if x == Next::Punt as u16 => {
+                    self.count(Host::PuntFiltered);
+                    self.free_later(m);
+                }
                 x if x == Next::Local as u16 => {
                     self.count(Host::LocalDropped);
                     self.free_later(m);
@@ -937,4 +943,19 @@ pub fn run_worker(sh: &Shared, id: u16) -> i32 {
         return -1;
     }
     0
+}
+
+/// Punts vrouterd acts on: handshake messages, cookie replies and keepalives (which confirm a
+/// new session). Anything else the fast path punts — unknown message types, unknown receiver
+/// indices — is attacker-controllable junk that would only crowd real handshakes out of the
+/// punt socket, so it is counted and dropped here.
+fn slow_path_wants(reason: u16) -> bool {
+    [
+        Reason::HandshakeInit,
+        Reason::HandshakeResponse,
+        Reason::CookieReply,
+        Reason::Keepalive,
+    ]
+    .iter()
+    .any(|r| *r as u16 == reason)
 }

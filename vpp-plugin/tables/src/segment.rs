@@ -69,16 +69,24 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates (or truncates) a segment file at `path`, e.g. `/dev/shm/cvlan-tables`.
+    /// Creates a segment file at `path`, e.g. `/dev/shm/cvlan-tables`, replacing whatever was
+    /// there. The file is made afresh (never opened through a link or a file someone else
+    /// planted in a shared directory) and readable by its owner only: it holds session keys.
     ///
     /// # Errors
-    /// I/O errors and invalid parameters.
+    /// I/O errors (also when an existing file cannot be removed, e.g. another user's in a
+    /// sticky directory) and invalid parameters.
     pub fn create_file(path: &Path, params: SegmentParams) -> Result<Self, SegmentError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .mode(0o600)
             .open(path)?;
         Self::init(file, params)
     }
