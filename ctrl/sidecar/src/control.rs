@@ -79,13 +79,23 @@ pub struct ControlStatus {
     pub updates: u64,
 }
 
+/// A vrouter join token: a credential, so its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken(pub String);
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinToken(<redacted>)")
+    }
+}
+
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Node listener URL.
     pub server: ServerUrl,
     /// Join token (only needed before enrolment).
-    pub join_token: Option<String>,
+    pub join_token: Option<JoinToken>,
     /// Trust this CA instead of the token's pin.
     pub ca_pem: Option<String>,
     /// Our underlay endpoint "ip:port" (reported at enrolment).
@@ -122,8 +132,8 @@ pub async fn enrol(cfg: &ClientConfig, store: &StateDir) -> Result<Enrolment, St
     }
     let token = cfg
         .join_token
-        .as_deref()
-        .map(str::trim)
+        .as_ref()
+        .map(|t| t.0.trim())
         .filter(|t| !t.is_empty())
         .ok_or(
             "not enrolled yet: a join token is needed (--join-token-file or VROUTERD_JOIN_TOKEN)",
@@ -392,5 +402,26 @@ async fn session(
             Ok(None) => return Some("the control plane closed the stream".into()),
             Err(s) => return Some(format!("stream error: {:?}: {}", s.code(), s.message())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_token_never_shows_in_debug_output() {
+        let cfg = ClientConfig {
+            server: ServerUrl::parse("https://10.0.0.1:8443").expect("url"),
+            join_token: Some(JoinToken("cvt1.claims.secret-signature".into())),
+            ca_pem: None,
+            endpoint: "10.255.0.1:51820".into(),
+        };
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("secret-signature") && !shown.contains("cvt1"),
+            "{shown}"
+        );
+        assert!(shown.contains("redacted"), "{shown}");
     }
 }

@@ -35,7 +35,7 @@ pub struct Settings {
     /// Control plane node listener (absent with `bootstrap`).
     pub server: Option<String>,
     /// Join token (first start only).
-    pub join_token: Option<String>,
+    pub join_token: Option<crate::control::JoinToken>,
     /// CA certificate to trust instead of the token's pin.
     pub ca_file: Option<PathBuf>,
     /// State directory (keys, certificate, cached tables).

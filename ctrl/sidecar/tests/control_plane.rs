@@ -158,7 +158,7 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 fn settings(dir: &Path, server: &str, token: Option<String>) -> Settings {
     Settings {
         server: Some(server.into()),
-        join_token: token,
+        join_token: token.map(cvlan_sidecar::control::JoinToken),
         ca_file: None,
         state_dir: dir.join("state"),
         listen: "10.255.0.1:51820".parse().unwrap(),

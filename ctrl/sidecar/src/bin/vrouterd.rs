@@ -157,7 +157,8 @@ fn settings(a: RunArgs) -> anyhow::Result<(Settings, LogFormat)> {
                 .with_context(|| format!("reading the join token file {}", p.display()))?,
         ),
         None => std::env::var("VROUTERD_JOIN_TOKEN").ok(),
-    };
+    }
+    .map(cvlan_sidecar::control::JoinToken);
     let s = Settings {
         server: a.server.or(f.server),
         join_token,
