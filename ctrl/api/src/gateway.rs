@@ -475,31 +475,12 @@ mod tests {
         }
     }
 
-    /// What the gateway decides for an opening packet (a TCP SYN): first matching entry of
-    /// the tenant, default deny.
-    fn gateway_decides(
-        acls: &[pb::AclEntry],
-        src: IpAddr,
-        dst: IpAddr,
-        proto: u8,
-        sport: u16,
-        dport: u16,
-    ) -> bool {
-        decides(acls, src, dst, proto, sport, dport, true)
-    }
+    /// `decides(.., OPENING)`: a packet that opens a flow (a TCP SYN).
+    const OPENING: bool = true;
+    /// `decides(.., REPLY)`: a reply within a connection (TCP with ACK).
+    const REPLY: bool = false;
 
-    /// What the gateway decides for a reply within a connection (TCP with ACK).
-    fn gateway_passes_reply(
-        acls: &[pb::AclEntry],
-        src: IpAddr,
-        dst: IpAddr,
-        proto: u8,
-        sport: u16,
-        dport: u16,
-    ) -> bool {
-        decides(acls, src, dst, proto, sport, dport, false)
-    }
-
+    /// What the gateway decides: first matching entry of the tenant, default deny.
     /// `syn`: a TCP segment that opens a connection (entries marked `established` skip it).
     fn decides(
         acls: &[pb::AclEntry],
@@ -576,7 +557,7 @@ mod tests {
                     // An ephemeral source port no rule names: the reflected entries cannot
                     // decide, so the gateway must agree with the reference exactly (ICMP has
                     // no ports: its replies are the same packets backwards).
-                    let got = gateway_decides(&acls, s, d, proto, 40000, dport);
+                    let got = decides(&acls, s, d, proto, 40000, dport, OPENING);
                     if proto != 1 {
                         assert_eq!(got, want, "{src}->{dst} proto {proto} port {dport}");
                     } else {
@@ -584,7 +565,7 @@ mod tests {
                     }
                     if want {
                         assert!(
-                            gateway_passes_reply(&acls, d, s, proto, dport, 40000),
+                            decides(&acls, d, s, proto, dport, 40000, REPLY),
                             "reply of {src}->{dst} proto {proto} port {dport}"
                         );
                     }
@@ -844,16 +825,16 @@ mod tests {
                         let want = policy::reference::decide(&infos, &groups, &rules, s, dst, &p)
                             == policy::Action::Allow;
                         proptest::prop_assert_eq!(
-                            gateway_decides(&forward, s, d, proto, 40000, dport),
+                            decides(&forward, s, d, proto, 40000, dport, OPENING),
                             want
                         );
                         if want {
-                            proptest::prop_assert!(gateway_decides(&acls, s, d, proto, 40000, dport));
-                            proptest::prop_assert!(gateway_passes_reply(&acls, d, s, proto, dport, 40000));
+                            proptest::prop_assert!(decides(&acls, s, d, proto, 40000, dport, OPENING));
+                            proptest::prop_assert!(decides(&acls, d, s, proto, dport, 40000, REPLY));
                         } else if proto == 6 {
                             // A connection the policy denies is never opened through the
                             // gateway, whatever the reflected entries allow back.
-                            proptest::prop_assert!(!gateway_decides(&acls, s, d, proto, 40000, dport));
+                            proptest::prop_assert!(!decides(&acls, s, d, proto, 40000, dport, OPENING));
                         }
                     }
                 }

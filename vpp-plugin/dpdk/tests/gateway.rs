@@ -172,7 +172,8 @@ fn tx_datagram_from_the_sidecar_is_routed_onto_the_wire() {
     assert_eq!(got.0, b"from vrouterd");
     assert_eq!(got.1, std::net::SocketAddr::from((UNDERLAY, WG_PORT)));
     // Garbage on the socket is counted, not fatal.
-    me.send_to(b"XXXXjunk-datagram-here", lab.sock()).unwrap();
+    me.send_to(b"BAD!magic: not a punt header", lab.sock())
+        .unwrap();
     let s = lab.stats();
     assert!(s["punt"]["tx_injected"].as_u64().unwrap() >= 1, "{s}");
     let host = &s["workers"][0]["host"];
